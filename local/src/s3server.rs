@@ -1,0 +1,37 @@
+//! The embedded S3-compatible server: s3s-fs over a local directory, speaking real S3 over HTTP
+//! with SigV4 authentication. Used when no Docker engine is there to run MinIO.
+
+use std::path::Path;
+
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+use crate::env;
+
+/// Serves `root` as S3 on `addr` until the process is stopped; each bucket is a directory.
+pub async fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(root)?;
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3 root {}: {e:?}", root.display()))?;
+    let mut b = S3ServiceBuilder::new(fs);
+    b.set_auth(SimpleAuth::from_single(env::var("AWS_ACCESS_KEY_ID")?, env::var("AWS_SECRET_ACCESS_KEY")?));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("S3 server on http://{} over {}", listener.local_addr()?, root.display());
+    loop {
+        let (socket, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("s3 connection: {e}");
+            }
+        });
+    }
+}

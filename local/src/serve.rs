@@ -1,0 +1,19 @@
+//! `quiver-local serve`: every function's routes in one HTTP server, wrapped once in the same
+//! middleware the Lambda binaries use.
+
+use axum::Router;
+
+/// Builds every function's state from the environment and merges their routes.
+pub async fn router(cfg: quiver::Config) -> anyhow::Result<Router> {
+    let routes = Router::new().merge(health::routes(health::Health::new(cfg.clone()).await?));
+    Ok(quiver::http::app(routes))
+}
+
+pub async fn run(addr: Option<String>) -> anyhow::Result<()> {
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let app = router(quiver::Config::from_env()?).await?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+    tracing::info!("serving every function on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! One error type for every function. It renders as `application/problem+json` (RFC 9457), so a
+//! client mistake is a 4xx that names the parameter, and a dependency that is down is a 503 with a
+//! reason. Internal details (SQL, stack traces, connection strings) are logged, never returned.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
+
+/// One problem in a request, pointing at the parameter, line or index it concerns.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where: a parameter name, `[3].user_id` or `line 7: event_type`.
+    pub at: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(at: impl Into<String>, problem: impl Into<String>) -> Self {
+        FieldError { at: at.into(), problem: problem.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400: malformed or out-of-range input.
+    #[error("{detail}")]
+    BadRequest { param: Option<String>, detail: String, errors: Vec<FieldError> },
+    /// 404: no such route or object.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: e.g. an idempotency key reused with another body.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body or the row count is over its limit.
+    #[error("{what} exceeds the limit of {limit}")]
+    TooLarge { what: &'static str, limit: usize },
+    /// 415: a body in a content type we do not read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: a dependency is down, slow or serving something broken.
+    #[error("{dependency} is unavailable: {reason}")]
+    Unavailable { dependency: &'static str, reason: String },
+    /// 500: a bug. The message is logged; the client sees a generic line.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A 400 about one named parameter.
+    pub fn bad_param(param: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Error::BadRequest {
+            param: Some(param.to_string()),
+            errors: vec![FieldError::new(param, detail.clone())],
+            detail: format!("{param}: {detail}"),
+        }
+    }
+
+    /// A 400 listing several problems (the caller truncates to a sensible number).
+    pub fn invalid(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
+        Error::BadRequest { param: None, detail: detail.into(), errors }
+    }
+
+    /// A 503 naming the dependency and why.
+    pub fn unavailable(dependency: &'static str, reason: impl std::fmt::Display) -> Self {
+        Error::Unavailable { dependency, reason: reason.to_string() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Error::BadRequest { .. } => "bad-request",
+            Error::NotFound(_) => "not-found",
+            Error::MethodNotAllowed => "method-not-allowed",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge { .. } => "too-large",
+            Error::UnsupportedMediaType(_) => "unsupported-media-type",
+            Error::Unavailable { .. } => "dependency-unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The problem+json document. Internal errors keep their detail out of it.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let detail = match self {
+            Error::Internal(_) => "an internal error occurred; it has been logged".to_string(),
+            other => other.to_string(),
+        };
+        Problem {
+            kind: format!("urn:quiver:problem:{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("error").to_string(),
+            status: status.as_u16(),
+            detail,
+            param: match self {
+                Error::BadRequest { param, .. } => param.clone(),
+                _ => None,
+            },
+            errors: match self {
+                Error::BadRequest { errors, .. } => errors.clone(),
+                _ => Vec::new(),
+            },
+            limit: match self {
+                Error::TooLarge { limit, .. } => Some(*limit),
+                _ => None,
+            },
+            dependency: match self {
+                Error::Unavailable { dependency, .. } => Some(dependency),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// RFC 9457 problem details, with Quiver's extension members.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<&'static str>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Error::Internal(msg) => tracing::error!(error = %msg, "internal error"),
+            Error::Unavailable { dependency, reason } => {
+                tracing::warn!(dependency = *dependency, reason = %reason, "dependency unavailable")
+            }
+            other => tracing::info!(status = status.as_u16(), problem = %other, "client error"),
+        }
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_else(|_| b"{}".to_vec());
+        let mut res = (status, body).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl From<crate::config::ConfigError> for Error {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Error::Internal(format!("configuration: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn render(e: Error) -> (StatusCode, String, serde_json::Value) {
+        let res = e.into_response();
+        let ct = res.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bad_param_is_400_problem_json_naming_the_param() {
+        let (status, ct, body) = render(Error::bad_param("limit", "must be between 1 and 1000")).await;
+        assert_eq!(status, 400);
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(body["param"], "limit");
+        assert_eq!(body["status"], 400);
+        assert!(body["detail"].as_str().unwrap().contains("limit"));
+        assert_eq!(body["errors"][0]["at"], "limit");
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_503_with_dependency_and_reason() {
+        let (status, _, body) = render(Error::unavailable("postgres", "connection refused")).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["dependency"], "postgres");
+        assert!(body["detail"].as_str().unwrap().contains("connection refused"));
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_detail() {
+        let (status, _, body) = render(Error::Internal("SELECT secret FROM t".into())).await;
+        assert_eq!(status, 500);
+        assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[tokio::test]
+    async fn too_large_reports_the_limit() {
+        let (status, _, body) = render(Error::TooLarge { what: "body", limit: 6_291_456 }).await;
+        assert_eq!(status, 413);
+        assert_eq!(body["limit"], 6_291_456);
+    }
+}
