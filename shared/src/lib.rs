@@ -11,6 +11,7 @@ pub mod lambda;
 pub mod pg;
 #[cfg(feature = "s3")]
 pub mod storage;
+pub mod testing;
 #[cfg(feature = "cache")]
 pub mod valkey;
 

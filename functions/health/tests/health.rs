@@ -1,0 +1,109 @@
+//! `/health` against the real services started by `quiver-local up`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use quiver::testing::{free_port, service_config};
+use tower::ServiceExt;
+
+async fn call(app: axum::Router, req: lambda_http::Request) -> (u16, serde_json::Value) {
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn the_sample_event_reports_every_dependency_up() {
+    let state = health::Health::new(service_config()).await.unwrap();
+    let app = quiver::http::app(health::routes(state));
+    let req = lambda_http::request::from_str(include_str!("../../../events/health.json")).unwrap();
+    let (status, body) = call(app, req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], quiver::VERSION);
+    for dep in ["postgres", "valkey", "s3"] {
+        assert_eq!(body["dependencies"][dep]["ok"], true, "{dep}: {body}");
+        assert!(body["dependencies"][dep]["ms"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn private_valkey(port: u16) -> Server {
+    let bin = ["valkey-server", "redis-server"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("valkey-server or redis-server must be installed (apt-get install -y redis-server)");
+    let child = Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "private {bin} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server(child)
+}
+
+#[tokio::test]
+async fn a_stopped_valkey_gives_503_naming_it_within_the_timeout() {
+    let port = free_port();
+    let server = private_valkey(port);
+    let mut cfg = service_config();
+    cfg.valkey_url = Some(format!("redis://127.0.0.1:{port}"));
+    cfg.health_timeout = Duration::from_millis(500);
+    let state = health::Health::new(cfg).await.unwrap();
+    let report = health::report(&state).await;
+    assert_eq!(report.status, "ok", "{report:?}");
+
+    drop(server); // stop it
+    let t = Instant::now();
+    let app = quiver::http::app(health::routes(state));
+    let (status, body) = call(app, http::Request::get("/health").body(Default::default()).unwrap()).await;
+    assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["dependencies"]["valkey"]["ok"], false);
+    assert!(body["dependencies"]["valkey"]["error"].as_str().unwrap().len() > 3, "{body}");
+    assert_eq!(body["dependencies"]["postgres"]["ok"], true);
+    assert_eq!(body["dependencies"]["s3"]["ok"], true);
+}
+
+#[tokio::test]
+async fn unreachable_postgres_and_s3_are_named_too() {
+    let mut cfg = service_config();
+    let dead = free_port();
+    cfg.database_url = Some(format!("postgres://quiver:quiver@127.0.0.1:{dead}/quiver"));
+    cfg.s3_endpoint = Some(format!("http://127.0.0.1:{dead}"));
+    cfg.health_timeout = Duration::from_millis(800);
+    let state = health::Health::new(cfg).await.unwrap();
+    let t = Instant::now();
+    let report = health::report(&state).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(!report.dependencies["postgres"].ok);
+    assert!(!report.dependencies["s3"].ok);
+    assert!(report.dependencies["valkey"].ok);
+    let pg_err = report.dependencies["postgres"].error.clone().unwrap();
+    assert!(!pg_err.contains("quiver:quiver"), "no credentials in errors: {pg_err}");
+}
+
+#[tokio::test]
+async fn a_service_that_is_not_configured_is_reported_not_fatal() {
+    let mut cfg = service_config();
+    cfg.bucket = None;
+    let state = health::Health::new(cfg).await.unwrap();
+    let r = health::report(&state).await;
+    assert_eq!(r.status, "degraded");
+    assert_eq!(r.dependencies["s3"].error.as_deref(), Some("QUIVER_BUCKET is not set"));
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what Quiver needs on a fresh Debian/Ubuntu machine, then exports the environment.
+# Sourced by run.sh and test.sh; safe to run again (it only installs what is missing).
+set -euo pipefail
+
+QUIVER_CACHE="${QUIVER_CACHE:-$HOME/.cache/quiver}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$QUIVER_CACHE/target}"
+VENV="$QUIVER_CACHE/venv"
+mkdir -p "$QUIVER_CACHE"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+have_pg_server() {
+  have initdb && have pg_ctl && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+
+missing=()
+have_pg_server || missing+=(postgresql)
+{ have valkey-server || have redis-server; } || missing+=(redis-server)
+have zip || missing+=(zip)
+have cc || missing+=(build-essential)
+have c++ || missing+=(g++)
+have pkg-config || missing+=(pkg-config)
+have curl || missing+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+have cargo || { echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2; exit 1; }
+
+if [ ! -x "$VENV/bin/cargo-lambda" ]; then
+  say "pip install cargo-lambda (into $VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q cargo-lambda
+fi
+export PATH="$VENV/bin:$PATH"

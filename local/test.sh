@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the services, runs every test against them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source local/bootstrap.sh
+started=$(date +%s)
+
+say "feature checks: each feature of the quiver crate on its own"
+for f in "" pg cache s3 lambda; do
+  cargo check -q -p quiver --no-default-features ${f:+--features $f}
+done
+
+say "build"
+cargo build -q --workspace --all-targets
+
+say "services"
+"$CARGO_TARGET_DIR/debug/quiver-local" up
+set -a; source local/.env.local; set +a
+
+say "tests"
+set +e +o pipefail
+cargo test --workspace --no-fail-fast 2>&1 | tee "$QUIVER_CACHE/last-test.log" \
+  | grep --line-buffered -vE '^(running 0 tests|test result: ok. 0 passed.*)$|^\s*$|Running (unittests|tests)|Doc-tests'
+status=${PIPESTATUS[0]}
+set -e -o pipefail
+passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$QUIVER_CACHE/last-test.log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -E '^test result:' "$QUIVER_CACHE/last-test.log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+echo "tests: $passed passed, $failed failed ($(( $(date +%s) - started ))s)"
+exit "$status"

@@ -1,0 +1,73 @@
+//! End to end: the real `health` binary under `cargo lambda watch`, as a user runs it.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo_root, Group};
+
+#[test]
+fn health_answers_through_cargo_lambda_watch() {
+    quiver::testing::service_config();
+    let probe = Command::new("cargo").args(["lambda", "--version"]).output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "cargo-lambda is not installed: `pip install cargo-lambda` into a venv (local/bootstrap.sh does it)"
+    );
+    let port = quiver::testing::free_port();
+    let mut cmd = Command::new("cargo");
+    cmd.args(["lambda", "watch", "--ignore-changes", "--env-file", "local/.env.local", "-A", "127.0.0.1", "-P"])
+        .arg(port.to_string())
+        .current_dir(repo_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _watch = Group::spawn(cmd);
+
+    // The first request compiles the function, so allow for a build.
+    let url = format!("http://127.0.0.1:{port}/lambda-url/health/");
+    let started = Instant::now();
+    let (status, body) = loop {
+        match http_get(&url) {
+            Ok(r) => break r,
+            Err(e) if started.elapsed() < Duration::from_secs(900) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("cargo lambda watch never answered at {url}: {e}"),
+        }
+    };
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    for dep in ["postgres", "valkey", "s3"] {
+        assert_eq!(v["dependencies"][dep]["ok"], true, "{dep}: {v}");
+    }
+
+    // The sample event runs through `cargo lambda invoke` against the same emulator.
+    let out = Command::new("cargo")
+        .args(["lambda", "invoke", "health", "--data-file", "events/health.json", "--invoke-address", "127.0.0.1", "-P"])
+        .arg(port.to_string())
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "invoke failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["statusCode"], 200, "{v}");
+}
+
+/// A minimal HTTP/1.1 GET, so this test needs no client library.
+fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(900)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
