@@ -2,5 +2,6 @@
 
 pub mod env;
 pub mod s3server;
+pub mod seed;
 pub mod serve;
 pub mod services;

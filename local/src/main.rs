@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use quiver_local::{env, s3server, serve, services};
+use quiver_local::{env, s3server, seed, serve, services};
 
 #[derive(Parser)]
 #[command(version, about = "Run Quiver locally: services, every handler on one port, seed and bench")]
@@ -14,9 +14,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start PostgreSQL, Valkey and S3 (Docker compose when an engine runs, else natively); idempotent.
-    Up,
+    Up {
+        /// Start only this service.
+        #[arg(long, value_enum)]
+        only: Option<services::Service>,
+    },
     /// Stop every service `up` started.
-    Down,
+    Down {
+        /// Stop only this service.
+        #[arg(long, value_enum)]
+        only: Option<services::Service>,
+    },
     /// Say which services answer.
     Status,
     /// Mount every function's handler in one HTTP server.
@@ -32,6 +40,16 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9010")]
         addr: String,
     },
+    /// Load N generated events into PostgreSQL (replacing what is there unless --append).
+    Seed {
+        #[arg(long, default_value_t = 7206)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Keep existing events and add these after them.
+        #[arg(long)]
+        append: bool,
+    },
     /// Print the environment the functions get locally, as `export` lines.
     Env,
 }
@@ -46,11 +64,12 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     match Cli::parse().cmd {
-        Cmd::Up => services::up().await,
-        Cmd::Down => services::down().await,
+        Cmd::Up { only } => services::up(only).await,
+        Cmd::Down { only } => services::down(only).await,
         Cmd::Status => services::status().await,
         Cmd::Serve { addr } => serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await,
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
+        Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
         Cmd::Env => {
             for (k, v) in env::file_vars() {
                 println!("export {k}={}", std::env::var(&k).unwrap_or(v));

@@ -5,7 +5,9 @@ use axum::Router;
 
 /// Builds every function's state from the environment and merges their routes.
 pub async fn router(cfg: quiver::Config) -> anyhow::Result<Router> {
-    let routes = Router::new().merge(health::routes(health::Health::new(cfg.clone()).await?));
+    let routes = Router::new()
+        .merge(health::routes(health::Health::new(cfg.clone()).await?))
+        .merge(events::routes(events::Events::new(&cfg)?));
     Ok(quiver::http::app(routes))
 }
 

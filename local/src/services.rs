@@ -110,41 +110,99 @@ fn mode_file() -> PathBuf {
     env::state_dir().join("mode")
 }
 
-pub async fn up() -> Result<()> {
+/// One of the three local services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    Postgres,
+    Valkey,
+    S3,
+}
+
+impl Service {
+    fn compose_name(self) -> &'static str {
+        match self {
+            Service::Postgres => "postgres",
+            Service::Valkey => "valkey",
+            Service::S3 => "minio",
+        }
+    }
+}
+
+fn selected(only: Option<Service>) -> Vec<Service> {
+    match only {
+        Some(s) => vec![s],
+        None => vec![Service::Postgres, Service::Valkey, Service::S3],
+    }
+}
+
+/// Starts every service (or just `only`) and waits until each answers; idempotent.
+pub async fn up(only: Option<Service>) -> Result<()> {
     let t = Targets::from_env()?;
+    let which = selected(only);
     std::fs::create_dir_all(env::state_dir())?;
     if docker_engine() {
         println!("Docker engine found: starting local/docker-compose.yml");
-        compose(&["up", "-d", "--wait"])?;
+        let mut args = vec!["up", "-d", "--wait"];
+        args.extend(which.iter().map(|s| s.compose_name()));
+        if which.contains(&Service::S3) {
+            args.push("createbucket");
+        }
+        compose(&args)?;
         std::fs::write(mode_file(), "docker")?;
     } else {
         println!("No Docker engine: starting the services natively (state in {})", env::state_dir().display());
-        start_postgres(&t)?;
-        start_valkey(&t)?;
-        start_s3(&t)?;
+        for s in &which {
+            match s {
+                Service::Postgres => start_postgres(&t)?,
+                Service::Valkey => start_valkey(&t)?,
+                Service::S3 => start_s3(&t)?,
+            }
+        }
         std::fs::write(mode_file(), "native")?;
     }
-    wait_for("PostgreSQL", t.pg_addr, None)?;
-    ensure_database(&t).await?;
-    wait_for("Valkey", t.valkey_addr, None)?;
-    ensure_bucket(&t).await?;
-    println!("postgres  {}", redact(&t.database_url));
-    println!("valkey    {}", t.valkey_url);
-    println!("s3        {} (bucket {})", t.s3_endpoint, t.bucket);
+    for s in &which {
+        match s {
+            Service::Postgres => {
+                wait_for("PostgreSQL", t.pg_addr, None)?;
+                ensure_database(&t).await?;
+                println!("postgres  {}", redact(&t.database_url));
+            }
+            Service::Valkey => {
+                wait_for("Valkey", t.valkey_addr, None)?;
+                println!("valkey    {}", t.valkey_url);
+            }
+            Service::S3 => {
+                wait_for("S3", t.s3_addr, None)?;
+                ensure_bucket(&t).await?;
+                println!("s3        {} (bucket {})", t.s3_endpoint, t.bucket);
+            }
+        }
+    }
     Ok(())
 }
 
-pub async fn down() -> Result<()> {
+/// Stops every service (or just `only`) that `up` started.
+pub async fn down(only: Option<Service>) -> Result<()> {
     let t = Targets::from_env()?;
+    let which = selected(only);
     if std::fs::read_to_string(mode_file()).is_ok_and(|m| m.trim() == "docker") {
-        compose(&["down"])?;
+        match only {
+            None => compose(&["down"])?,
+            Some(s) => compose(&["stop", s.compose_name()])?,
+        }
     } else {
-        stop_postgres()?;
-        stop_pidfile("valkey", &env::state_dir().join("valkey.pid"), t.valkey_addr)?;
-        stop_pidfile("s3", &env::state_dir().join("s3.pid"), t.s3_addr)?;
+        for s in &which {
+            match s {
+                Service::Postgres => stop_postgres()?,
+                Service::Valkey => stop_pidfile("valkey", &env::state_dir().join("valkey.pid"), t.valkey_addr)?,
+                Service::S3 => stop_pidfile("s3", &env::state_dir().join("s3.pid"), t.s3_addr)?,
+            }
+        }
     }
-    let _ = std::fs::remove_file(mode_file());
-    println!("stopped");
+    if only.is_none() {
+        let _ = std::fs::remove_file(mode_file());
+    }
+    println!("stopped {}", which.iter().map(|s| s.compose_name()).collect::<Vec<_>>().join(", "));
     Ok(())
 }
 

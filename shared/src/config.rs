@@ -16,6 +16,8 @@ pub struct ConfigError {
 pub struct Config {
     /// `QUIVER_DATABASE_URL`: `postgres://user:pass@host:port/db`.
     pub database_url: Option<String>,
+    /// `QUIVER_DATABASE_SECRET_ARN`: on AWS, the secret `quiver::secrets` turns into `database_url` at init.
+    pub database_secret_arn: Option<String>,
     /// `QUIVER_VALKEY_URL`: `redis://` locally, `rediss://` for ElastiCache.
     pub valkey_url: Option<String>,
     /// `QUIVER_BUCKET`: where snapshots and indexes live.
@@ -90,6 +92,7 @@ impl Config {
         };
         Ok(Config {
             database_url,
+            database_secret_arn: get("QUIVER_DATABASE_SECRET_ARN"),
             valkey_url,
             bucket,
             s3_endpoint,

@@ -3,12 +3,21 @@
 
 pub mod config;
 pub mod error;
+pub mod events;
+pub mod generate;
 pub mod http;
 
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(feature = "pg")]
+pub mod ingest;
+#[cfg(feature = "pg")]
+pub mod migrate;
+#[cfg(feature = "pg")]
 pub mod pg;
+pub mod analytics;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 #[cfg(feature = "s3")]
 pub mod storage;
 pub mod testing;

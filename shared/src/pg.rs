@@ -52,6 +52,11 @@ impl Pg {
         self.timeout
     }
 
+    /// A `timed` wrapper with another limit, for work known to take longer (bulk loads).
+    pub fn bounded(timeout: Duration) -> Timer {
+        Timer { timeout }
+    }
+
     /// A connection from the pool; a down or saturated database is a 503 naming PostgreSQL.
     pub async fn client(&self) -> Result<Client> {
         self.pool.get().await.map_err(pool_error)
@@ -62,16 +67,31 @@ impl Pg {
     where
         F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| db_error(what, e)),
-            Err(_) => Err(Error::unavailable(NAME, format!("{what} timed out after {} ms", self.timeout.as_millis()))),
-        }
+        Timer { timeout: self.timeout }.timed(what, fut).await
     }
 
     /// `SELECT 1` through the pool.
     pub async fn ping(&self) -> Result<()> {
         let c = self.client().await?;
         self.timed("ping", c.simple_query("SELECT 1")).await.map(|_| ())
+    }
+}
+
+/// Bounds a PostgreSQL call by a timeout and maps its error.
+#[derive(Debug, Clone, Copy)]
+pub struct Timer {
+    timeout: Duration,
+}
+
+impl Timer {
+    pub async fn timed<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| db_error(what, e)),
+            Err(_) => Err(Error::unavailable(NAME, format!("{what} timed out after {} ms", self.timeout.as_millis()))),
+        }
     }
 }
 

@@ -29,3 +29,57 @@ impl Drop for Group {
         let _ = self.0.wait();
     }
 }
+
+/// A private set of native services on free ports and its own state directory, so a test can
+/// stop and start them without disturbing the shared ones. `down` runs on drop.
+pub struct PrivateStack {
+    pub state: PathBuf,
+    pub pg: u16,
+    pub valkey: u16,
+    pub s3: u16,
+}
+
+impl PrivateStack {
+    pub fn new(tag: &str) -> Self {
+        let state = std::env::temp_dir().join(format!("quiver-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&state).unwrap();
+        use quiver::testing::free_port;
+        PrivateStack { state, pg: free_port(), valkey: free_port(), s3: free_port() }
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("postgres://quiver:quiver@127.0.0.1:{}/quiver", self.pg)
+    }
+
+    /// Runs `quiver-local ARGS` against this stack.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        quiver_local()
+            .args(args)
+            .env("QUIVER_STATE_DIR", &self.state)
+            .env("QUIVER_NATIVE", "1")
+            .env("QUIVER_DATABASE_URL", self.database_url())
+            .env("QUIVER_VALKEY_URL", format!("redis://127.0.0.1:{}", self.valkey))
+            .env("AWS_ENDPOINT_URL_S3", format!("http://127.0.0.1:{}", self.s3))
+            .output()
+            .unwrap()
+    }
+
+    /// Like `run`, but panics with the output when the command fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let text = show(&o);
+        assert!(o.status.success(), "quiver-local {} failed: {text}", args.join(" "));
+        text
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+pub fn show(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}

@@ -1,0 +1,142 @@
+//! `events`: the write path. `POST /events` takes one event, a JSON array or NDJSON and writes it
+//! whole or not at all; `GET /events/{user_id}` pages through a user's events, newest first;
+//! `POST /events/bulk?count=N` loads N generated events, the reference's bulk-insert benchmark.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use quiver::config::ConfigError;
+use quiver::events::{BodyFormat, Cursor};
+use quiver::generate::{Generator, Shape};
+use quiver::http::{json, read_body, Params, MAX_BODY_BYTES};
+use quiver::ingest::{self, Outcome, MAX_IDEMPOTENCY_KEY};
+use quiver::pg::Pg;
+use quiver::{Config, Error, Result};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+/// Most events one bulk request may generate.
+pub const MAX_BULK: u64 = 1_000_000;
+
+/// Per-instance state: the PostgreSQL pool, and whether migrations ran.
+pub struct Events {
+    pg: Pg,
+    migrated: OnceCell<()>,
+}
+
+impl Events {
+    pub fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Events { pg: Pg::new(cfg)?, migrated: OnceCell::new() }))
+    }
+
+    /// The pool, after applying migrations once per instance (retried if PostgreSQL was down).
+    async fn pg(&self) -> Result<&Pg> {
+        self.migrated.get_or_try_init(|| quiver::migrate::run(&self.pg)).await?;
+        Ok(&self.pg)
+    }
+}
+
+pub fn routes(state: Arc<Events>) -> Router {
+    Router::new()
+        .route("/events", post(create))
+        .route("/events/bulk", post(bulk))
+        .route("/events/{user_id}", get(list))
+        .with_state(state)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let s = v.to_str().ok().filter(|s| !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| b.is_ascii_graphic()));
+    s.map(|s| Some(s.to_string())).ok_or_else(|| {
+        Error::bad_param("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"))
+    })
+}
+
+async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) -> Result<Response> {
+    let format = BodyFormat::from_content_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+    let key = idempotency_key(&headers)?;
+    let bytes = read_body(&headers, body, MAX_BODY_BYTES).await?;
+    let now_us = chrono::Utc::now().timestamp_micros();
+    // Parsing a 6 MB body is CPU work; keep it off the async executor.
+    let (batch, hash) = tokio::task::spawn_blocking(move || {
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        quiver::events::parse_body(&bytes, format, now_us).map(|b| (b, hash))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("parsing task: {e}")))??;
+    let pg = s.pg().await?;
+    match ingest::insert(pg, &batch, key.as_deref().map(|k| (k, hash.as_str()))).await? {
+        Outcome::Written(ins) => {
+            tracing::info!(inserted = ins.inserted, first_id = ins.first_id, took_ms = ins.took_ms, "events written");
+            Ok(json(StatusCode::CREATED, &ins))
+        }
+        Outcome::Replayed(v) => {
+            tracing::info!(key = key.as_deref().unwrap_or(""), "idempotent replay; nothing written");
+            let mut res = json(StatusCode::CREATED, &v);
+            res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(res)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Page {
+    user_id: i32,
+    count: usize,
+    events: Vec<quiver::events::Event>,
+    next_cursor: Option<String>,
+}
+
+async fn list(State(s): State<Arc<Events>>, Path(user_id): Path<String>, uri: Uri) -> Result<Response> {
+    let user_id: i32 = user_id
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| Error::bad_param("user_id", format!("must be a whole number from 1 to {}", i32::MAX)))?;
+    let p = Params::from_uri(&uri)?;
+    let limit: i64 = p.number("limit", Some(100), 1..=1000)?;
+    let cursor = p.text("cursor", 64)?.map(Cursor::decode).transpose()?;
+    let (events, next) = ingest::list(s.pg().await?, user_id, limit, cursor).await?;
+    Ok(json(StatusCode::OK, &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) }))
+}
+
+#[derive(Serialize)]
+struct BulkReport {
+    inserted: u64,
+    first_id: i64,
+    last_id: i64,
+    seed: u64,
+    took_ms: f64,
+    rows_per_s: u64,
+}
+
+async fn bulk(State(s): State<Arc<Events>>, uri: Uri) -> Result<Response> {
+    let p = Params::from_uri(&uri)?;
+    let count: u64 = p.number("count", Some(1000), 1..=MAX_BULK)?;
+    let seed: u64 = match p.opt_number("seed", 0..=u64::MAX)? {
+        Some(seed) => seed,
+        None => chrono::Utc::now().timestamp_micros() as u64,
+    };
+    let started = Instant::now();
+    let gen = Generator::new(seed, Shape::default());
+    let ins = ingest::bulk(s.pg().await?, &gen, 0, count, &|_| {}).await?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(inserted = ins.inserted, took_ms = ins.took_ms, "bulk load written");
+    Ok(json(
+        StatusCode::CREATED,
+        &BulkReport {
+            inserted: ins.inserted,
+            first_id: ins.first_id,
+            last_id: ins.last_id,
+            seed,
+            took_ms: ins.took_ms,
+            rows_per_s: (ins.inserted as f64 / secs.max(1e-9)) as u64,
+        },
+    ))
+}

@@ -1,0 +1,190 @@
+//! Writes to `user_events`: validated batches and generated bulk loads, both through COPY BINARY
+//! in one transaction, so a batch is written whole or not at all. An `Idempotency-Key` makes a
+//! retried batch replay its first response instead of writing twice.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::SinkExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::events::{self, NewEvent};
+use crate::generate::Generator;
+use crate::pg::Pg;
+
+/// What a write reports.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Inserted {
+    pub inserted: u64,
+    pub first_id: i64,
+    pub last_id: i64,
+    pub took_ms: f64,
+}
+
+/// The result of a write that carried an idempotency key.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written now.
+    Written(Inserted),
+    /// Written before under this key; here is the response it got.
+    Replayed(Value),
+}
+
+/// Rows are sent to PostgreSQL in chunks of about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Writes `batch` in one transaction. With `key`, a retry with the same body replays the stored
+/// response; the same key with another body is a 409.
+pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> Result<Outcome> {
+    let started = Instant::now();
+    let n = batch.len() as i64;
+    let mut c = pg.client().await?;
+    let tx = pg.timed("begin", c.transaction()).await?;
+    if let Some((key, body_hash)) = key {
+        let claimed = pg
+            .timed(
+                "claim idempotency key",
+                tx.execute(
+                    "INSERT INTO idempotency_keys (key, body_hash) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    &[&key, &body_hash],
+                ),
+            )
+            .await?;
+        if claimed == 0 {
+            // Another request with this key committed first (we waited on its row lock if it was in flight).
+            let row = pg
+                .timed(
+                    "read idempotency key",
+                    tx.query_one("SELECT body_hash, response FROM idempotency_keys WHERE key = $1", &[&key]),
+                )
+                .await?;
+            let stored_hash: String = row.get(0);
+            if stored_hash != body_hash {
+                return Err(Error::Conflict(format!(
+                    "Idempotency-Key {key:?} was used before with a different body; use a new key for a new batch"
+                )));
+            }
+            let response: Option<Value> = row.get(1);
+            return response.map(Outcome::Replayed).ok_or_else(|| Error::Conflict(format!("a request with Idempotency-Key {key:?} is still in progress")));
+        }
+    }
+    let first_id: i64 = pg.timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&n])).await?.get(0);
+    let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
+    events::copy_header(&mut buf);
+    let sink = pg.timed("copy", tx.copy_in(events::COPY_IN)).await?;
+    futures::pin_mut!(sink);
+    for (k, e) in batch.iter().enumerate() {
+        e.copy_row(&mut buf, first_id + k as i64);
+        if buf.len() >= CHUNK_BYTES {
+            pg.timed("copy", sink.send(buf.split().freeze())).await?;
+        }
+    }
+    events::copy_trailer(&mut buf);
+    pg.timed("copy", sink.send(buf.split().freeze())).await?;
+    let written = pg.timed("copy", sink.as_mut().finish()).await?;
+    let inserted = Inserted { inserted: written, first_id, last_id: first_id + n - 1, took_ms: 0.0 };
+    if let Some((key, _)) = key {
+        let mut stored = inserted.clone();
+        stored.took_ms = ms(started.elapsed());
+        let v = serde_json::to_value(&stored).expect("a plain struct serializes");
+        pg.timed(
+            "store idempotent response",
+            tx.execute("UPDATE idempotency_keys SET status = 201, response = $2 WHERE key = $1", &[&key, &v]),
+        )
+        .await?;
+    }
+    pg.timed("commit", tx.commit()).await?;
+    Ok(Outcome::Written(Inserted { took_ms: ms(started.elapsed()), ..inserted }))
+}
+
+/// Generates `count` events from `gen` (items `start..start+count`) and writes them in one
+/// transaction through COPY BINARY. `progress` is called with the rows sent so far.
+pub async fn bulk(pg: &Pg, gen: &Generator, start: u64, count: u64, progress: &(dyn Fn(u64) + Sync)) -> Result<Inserted> {
+    let started = Instant::now();
+    let mut c = pg.client().await?;
+    // A million rows take seconds, not the per-statement default; give the load room, bounded.
+    let limit = pg.timeout().max(Duration::from_secs(10)) + Duration::from_micros(count * 20);
+    let bounded = Pg::bounded(limit);
+    let tx = bounded.timed("begin", c.transaction()).await?;
+    bounded
+        .timed("set timeout", tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", limit.as_millis())))
+        .await?;
+    let first_id: i64 =
+        bounded.timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&(count as i64)])).await?.get(0);
+    let sink = bounded.timed("copy", tx.copy_in(events::COPY_IN)).await?;
+    futures::pin_mut!(sink);
+    const ROWS_PER_CHUNK: u64 = 5_000;
+    let mut buf = BytesMut::with_capacity(ROWS_PER_CHUNK as usize * 200);
+    events::copy_header(&mut buf);
+    let mut sent = 0u64;
+    while sent < count {
+        let n = ROWS_PER_CHUNK.min(count - sent);
+        gen.copy_rows(start + sent..start + sent + n, first_id + sent as i64, &mut buf);
+        sent += n;
+        if sent == count {
+            events::copy_trailer(&mut buf);
+        }
+        bounded.timed("copy", sink.send(buf.split().freeze())).await?;
+        progress(sent);
+    }
+    if count == 0 {
+        events::copy_trailer(&mut buf);
+        bounded.timed("copy", sink.send(buf.split().freeze())).await?;
+    }
+    let written = bounded.timed("copy", sink.as_mut().finish()).await?;
+    bounded.timed("commit", tx.commit()).await?;
+    Ok(Inserted { inserted: written, first_id, last_id: first_id + count as i64 - 1, took_ms: ms(started.elapsed()) })
+}
+
+/// One page of a user's events, newest first, and the cursor of the next page.
+pub async fn list(pg: &Pg, user_id: i32, limit: i64, cursor: Option<events::Cursor>) -> Result<(Vec<events::Event>, Option<events::Cursor>)> {
+    let c = pg.client().await?;
+    const COLS: &str = "SELECT id, user_id, event_type, page_url, metadata, created_at FROM user_events";
+    let rows = match cursor {
+        None => {
+            let sql = format!("{COLS} WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+            pg.timed("list events", c.query(&sql, &[&user_id, &(limit + 1)])).await?
+        }
+        Some(cur) => {
+            let at = chrono::DateTime::from_timestamp_micros(cur.created_at_us)
+                .ok_or_else(|| Error::bad_param("cursor", "is out of range"))?;
+            let sql = format!(
+                "{COLS} WHERE user_id = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4"
+            );
+            pg.timed("list events", c.query(&sql, &[&user_id, &at, &cur.id, &(limit + 1)])).await?
+        }
+    };
+    let mut out: Vec<events::Event> = Vec::with_capacity(rows.len());
+    for r in rows.iter().take(limit as usize) {
+        let t: String = r.get(2);
+        out.push(events::Event {
+            id: r.get(0),
+            user_id: r.get(1),
+            event_type: events::EventType::parse(&t).ok_or_else(|| Error::Internal(format!("unknown event_type {t:?} in the table")))?,
+            page_url: r.get(3),
+            metadata: r.get(4),
+            created_at: r.get(5),
+        });
+    }
+    let next = if rows.len() as i64 > limit {
+        out.last().map(|e| events::Cursor { created_at_us: e.created_at.timestamp_micros(), id: e.id })
+    } else {
+        None
+    };
+    Ok((out, next))
+}
+
+/// The row count of `user_events` (tests and the seed CLI use it).
+pub async fn count(pg: &Pg) -> Result<i64> {
+    let c = pg.client().await?;
+    Ok(pg.timed("count", c.query_one("SELECT count(*) FROM user_events", &[])).await?.get(0))
+}

@@ -1,0 +1,41 @@
+//! Versioned SQL embedded in the crate. Applying twice is harmless: each file is idempotent and
+//! the applied versions are recorded.
+
+use crate::error::Result;
+use crate::pg::Pg;
+
+/// `(version, sql)`, in order.
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_user_events.sql"))];
+
+/// Applies every migration not yet recorded, each in its own transaction, under an advisory lock
+/// so that concurrent cold starts do not race.
+pub async fn run(pg: &Pg) -> Result<()> {
+    let mut c = pg.client().await?;
+    pg.timed(
+        "migrate",
+        c.batch_execute(
+            "SELECT pg_advisory_lock(727000);
+             CREATE TABLE IF NOT EXISTS quiver_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
+        ),
+    )
+    .await?;
+    let result = async {
+        let done: Vec<i32> = pg
+            .timed("migrate", c.query("SELECT version FROM quiver_migrations", &[]))
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !done.contains(v)) {
+            let tx = pg.timed("migrate", c.transaction()).await?;
+            pg.timed("migrate", tx.batch_execute(sql)).await?;
+            pg.timed("migrate", tx.execute("INSERT INTO quiver_migrations (version) VALUES ($1)", &[version])).await?;
+            pg.timed("migrate", tx.commit()).await?;
+            tracing::info!(version, "applied migration");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = c.batch_execute("SELECT pg_advisory_unlock(727000)").await;
+    result
+}
