@@ -5,10 +5,18 @@ cd "$(dirname "$0")/.."
 source local/bootstrap.sh
 started=$(date +%s)
 
-say "feature checks: each feature of the quiver crate on its own"
-for f in "" pg cache s3 lambda; do
+say "feature checks: each light feature of the quiver crate on its own"
+for f in "" pg cache s3 lambda secrets; do
   cargo check -q -p quiver --no-default-features ${f:+--features $f}
 done
+
+say "each function built on its own, as Lambda packaging builds it (features do not unify)"
+for dir in functions/*/; do
+  cargo build -q -p "$(basename "$dir")"
+done
+
+say "cfn-lint infra/template.yaml"
+cfn-lint infra/template.yaml
 
 say "build"
 cargo build -q --workspace --all-targets
@@ -23,6 +31,12 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$QUIVER_CACHE/last-test.log" \
   | grep --line-buffered -vE '^(running 0 tests|test result: ok. 0 passed.*)$|^\s*$|Running (unittests|tests)|Doc-tests'
 status=${PIPESTATUS[0]}
 set -e -o pipefail
+say "bench --quick (keeps the suite from rotting; no figures asserted)"
+if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --out "$QUIVER_CACHE/bench-quick"; then
+  echo "bench --quick failed" >&2
+  status=1
+fi
+
 passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$QUIVER_CACHE/last-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -E '^test result:' "$QUIVER_CACHE/last-test.log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed ($(( $(date +%s) - started ))s)"

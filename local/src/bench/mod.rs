@@ -1,0 +1,179 @@
+//! `quiver-local bench`: prepares the data, starts `quiver-local serve`, and measures every
+//! workload of `shared/TARGETS.md` through the HTTP path a user hits, then prints the table in the
+//! reference's shape and writes `bench/results/<date>-<host>.{json,md}` plus SVG charts.
+//!
+//! Honesty rules: every figure is taken after a warm-up; a row whose function does not exist yet
+//! says "not built yet"; the reference's figures are quoted, not measured here.
+
+pub mod lambda_emulator;
+pub mod loadgen;
+mod report;
+mod workloads;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+pub use report::Row;
+
+/// What `bench` was asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Events in PostgreSQL for the analytics workloads (the reference used 7,206).
+    #[arg(long, default_value_t = 7206)]
+    pub events: u64,
+    /// Documents for the search workloads.
+    #[arg(long, default_value_t = 10_000)]
+    pub docs: u64,
+    /// Run only the workloads whose id contains this word (e.g. `cache`, `insert`, `cold-start`).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Measured seconds per load run (after warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Connections for the throughput runs (latency runs use one).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Small sizes and about a second per workload: keeps the suite from rotting in CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also measure through `cargo lambda watch` (the real Lambda binaries behind the emulator).
+    #[arg(long)]
+    pub lambda: bool,
+    /// Spawns per function for the cold-start median.
+    #[arg(long, default_value_t = 10)]
+    pub spawns: usize,
+    /// Where results go (default: bench/results in the checkout).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Shared by every workload: where the server is and how long to run.
+pub struct Ctx {
+    pub serve: SocketAddr,
+    pub lambda: Option<SocketAddr>,
+    pub opts: Options,
+    pub server_pid: u32,
+}
+
+impl Ctx {
+    pub fn measure_for(&self) -> Duration {
+        Duration::from_secs_f64(if self.opts.quick { self.opts.duration.min(1.0) } else { self.opts.duration })
+    }
+
+    pub fn warmup(&self) -> Duration {
+        if self.opts.quick { Duration::from_millis(200) } else { Duration::from_secs(1) }
+    }
+}
+
+/// Binds port 0 to find a free port for the bench's own server.
+fn free_addr() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        let plan = loadgen::Plan {
+            addr,
+            requests: vec![loadgen::Req::get(path)],
+            connections: 1,
+            warmup: Duration::ZERO,
+            stop: loadgen::Stop::Count(1),
+        };
+        if let Ok(r) = loadgen::run(&plan).await {
+            if r.received == 1 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("nothing answered {path} on {addr} within {}s", within.as_secs())
+}
+
+/// Pins every thread of `pid` to `cpus` (e.g. "0" or "0,1") with taskset, when it is there.
+pub fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub async fn run(opts: Options) -> Result<Vec<Row>> {
+    let started = Instant::now();
+    crate::services::up(None).await.context("bringing the services up")?;
+    workloads::prepare(&opts).await?;
+
+    let addr = free_addr()?;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--addr", &addr.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting quiver-local serve")?;
+    wait_http(addr, "/health", Duration::from_secs(60)).await?;
+    let mut watch = None;
+    let lambda = if opts.lambda {
+        let port = free_addr()?.port();
+        let child = tokio::process::Command::new("cargo")
+            .args(["lambda", "watch", "--ignore-changes", "--env-file", "local/.env.local", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(crate::env::repo_root())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cargo lambda watch (is cargo-lambda installed? local/bootstrap.sh installs it)")?;
+        watch = Some(child);
+        let a: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        wait_http(a, "/lambda-url/health/health", Duration::from_secs(900)).await?;
+        Some(a)
+    } else {
+        None
+    };
+    let ctx = Ctx { serve: addr, lambda, server_pid: server.id().unwrap_or(0), opts: opts.clone() };
+    let rows = workloads::run_all(&ctx).await;
+    let _ = server.kill().await;
+    if let Some(mut w) = watch {
+        let _ = w.kill().await;
+    }
+    report::write(&ctx, &rows, started.elapsed())?;
+    Ok(rows)
+}
+
+/// Machine facts for the results file.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub host: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub rustc: String,
+    pub commit: String,
+    pub profile: &'static str,
+}
+
+pub fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo").lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim().to_string();
+    let mem_kb: f64 = read("/proc/meminfo").lines().find(|l| l.starts_with("MemTotal")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0);
+    let out = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd).args(args).current_dir(crate::env::repo_root()).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    Machine {
+        host: out("hostname", &[]),
+        cpu,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        rustc: out("rustc", &["--version"]),
+        commit: out("git", &["rev-parse", "--short", "HEAD"]),
+        profile: if cfg!(debug_assertions) { "dev (debug assertions)" } else { "dev profile: deps opt-level 3, our crates opt-level 2" },
+    }
+}
