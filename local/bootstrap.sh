@@ -43,4 +43,8 @@ if [ ! -x "$VENV/bin/cargo-lambda" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q cargo-lambda
 fi
+if [ ! -x "$VENV/bin/cfn-lint" ]; then
+  say "pip install cfn-lint (into $VENV)"
+  "$VENV/bin/pip" install -q cfn-lint
+fi
 export PATH="$VENV/bin:$PATH"

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source local/bootstrap.sh
 
-say "build quiver-local (profile local: optimized, no LTO)"
-cargo build -q --profile local -p quiver-local
-QL="$CARGO_TARGET_DIR/local/quiver-local"
+say "build (dev profile: dependencies at opt-level 3, see Cargo.toml)"
+cargo build -q --workspace
+QL="$CARGO_TARGET_DIR/debug/quiver-local"
 
 say "services"
 "$QL" up

@@ -1,5 +1,6 @@
 //! The pieces of `quiver-local`, public so that integration tests can drive them.
 
+pub mod bench;
 pub mod env;
 pub mod s3server;
 pub mod seed;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use quiver_local::{env, s3server, seed, serve, services};
+use quiver_local::{bench, env, s3server, seed, serve, services};
 
 #[derive(Parser)]
 #[command(version, about = "Run Quiver locally: services, every handler on one port, seed and bench")]
@@ -50,6 +50,8 @@ enum Cmd {
         #[arg(long)]
         append: bool,
     },
+    /// Measure every workload of shared/TARGETS.md through HTTP and write bench/results/.
+    Bench(bench::Options),
     /// Print the environment the functions get locally, as `export` lines.
     Env,
 }
@@ -70,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve { addr } => serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await,
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
         Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
+        Cmd::Bench(opts) => bench::run(opts).await.map(|_| ()),
         Cmd::Env => {
             for (k, v) in env::file_vars() {
                 println!("export {k}={}", std::env::var(&k).unwrap_or(v));

@@ -12,6 +12,8 @@ pub use lambda_http::Error;
 
 static INIT_STARTED: OnceLock<Instant> = OnceLock::new();
 static COLD: AtomicBool = AtomicBool::new(true);
+/// Init duration, fixed when the runtime loop starts (not at the first event, which may come later).
+static INIT_MS: OnceLock<f64> = OnceLock::new();
 
 /// Call first in `main`: starts the init clock and sets up logging (JSON when Lambda asks for it).
 pub fn init() {
@@ -21,12 +23,93 @@ pub fn init() {
 
 /// Serves `routes` through the Lambda runtime, wrapped in the shared HTTP middleware.
 pub async fn run(routes: Router) -> Result<(), lambda_http::Error> {
-    let init_ms = INIT_STARTED.get().map(|t| t.elapsed().as_secs_f64() * 1e3).unwrap_or(0.0);
-    let app = crate::http::app(routes).layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| async move {
-        if COLD.swap(false, Ordering::Relaxed) {
-            tracing::info!(init_ms, function = %std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(), "cold start");
-        }
+    lambda_http::run(wrap(routes)).await
+}
+
+/// Logs the cold start, with the init duration, on the first invocation only.
+fn log_cold_start() {
+    if COLD.swap(false, Ordering::Relaxed) {
+        let init_ms = INIT_MS.get().copied().unwrap_or(0.0);
+        tracing::info!(init_ms, function = %std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(), "cold start");
+    }
+}
+
+/// The shared HTTP middleware plus the cold-start line.
+fn wrap(routes: Router) -> Router {
+    INIT_MS.get_or_init(|| INIT_STARTED.get().map(|t| t.elapsed().as_secs_f64() * 1e3).unwrap_or(0.0));
+    crate::http::app(routes).layer(axum::middleware::from_fn(|req, next: axum::middleware::Next| async move {
+        log_cold_start();
         next.run(req).await
-    }));
-    lambda_http::run(app).await
+    }))
+}
+
+/// One invocation of a function that is both scheduled and reachable over HTTP: a Function URL /
+/// API Gateway v2 request, or an EventBridge event (`lambda_http::run` rejects the latter).
+#[derive(Debug)]
+pub enum Invocation {
+    Http(Box<lambda_http::request::LambdaRequest>),
+    /// Any payload carrying `detail-type`, as EventBridge (scheduled or not) sends it.
+    Schedule(serde_json::Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Invocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // An HTTP request parses from almost any JSON object (its fields all have defaults), so the
+        // EventBridge marker decides. `RawValue` needs serde_json's `raw_value`, which lambda_http enables.
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(rename = "detail-type")]
+            detail_type: Option<serde::de::IgnoredAny>,
+        }
+        let probe: Probe = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        if probe.detail_type.is_some() {
+            return serde_json::from_str(raw.get()).map(Invocation::Schedule).map_err(serde::de::Error::custom);
+        }
+        serde_json::from_str(raw.get()).map(|r| Invocation::Http(Box::new(r))).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Reply<H> {
+    Http(H),
+    Schedule(serde_json::Value),
+}
+
+/// Like [`run`], for a function that is also scheduled: HTTP requests go to `routes`, EventBridge
+/// events to `on_schedule`, whose JSON answer is the invocation's result. An `Err` from it fails
+/// the invocation (so EventBridge's retry policy applies) with the error's message.
+pub async fn run_http_or_schedule<F, Fut>(routes: Router, on_schedule: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<serde_json::Value>>,
+{
+    use lambda_http::{LambdaEvent, Service};
+    let app = wrap(routes);
+    let on_schedule = &on_schedule;
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(move |ev: LambdaEvent<Invocation>| {
+        let app = app.clone();
+        async move {
+            match ev.payload {
+                Invocation::Http(req) => {
+                    let mut adapter = lambda_http::Adapter::from(app);
+                    let res = adapter.call(LambdaEvent::new(*req, ev.context)).await?;
+                    Ok::<_, lambda_http::Error>(Reply::Http(res))
+                }
+                Invocation::Schedule(event) => {
+                    log_cold_start();
+                    let kind = event.get("detail-type").and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    match on_schedule(event).await {
+                        Ok(v) => Ok(Reply::Schedule(v)),
+                        Err(e) => {
+                            tracing::error!(detail_type = %kind, error = %e, "scheduled invocation failed");
+                            Err(e.to_string().into())
+                        }
+                    }
+                }
+            }
+        }
+    }))
+    .await
 }

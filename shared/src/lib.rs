@@ -1,6 +1,10 @@
 //! `quiver`: what the Quiver Lambda functions share. Each heavy dependency sits behind the feature
 //! named after its module, so a function links only what it uses.
 
+#[cfg(feature = "s3")]
+pub mod artifact;
+#[cfg(feature = "cache")]
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod events;

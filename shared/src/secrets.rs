@@ -74,13 +74,26 @@ fn url_from_rds_json(secret: &str) -> Result<String, ConfigError> {
     };
     let dbname = field("dbname").unwrap_or_else(|| "postgres".into());
 
-    let mut url = url::Url::parse("postgres://localhost").expect("a constant URL");
-    url.set_host(Some(&host)).map_err(|_| error(format!("the secret's \"host\" {host:?} is not a host name")))?;
-    url.set_port(Some(port)).expect("the URL has a host");
-    url.set_username(&username).expect("the URL has a host");
-    url.set_password(Some(&password)).expect("the URL has a host");
-    url.path_segments_mut().expect("the URL has a host").clear().push(&dbname);
-    Ok(url.into())
+    // An IPv6 address goes in brackets; anything else must parse as a host on its own.
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let url = format!("postgres://{}:{}@{host}:{port}/{}", encode(&username), encode(&password), encode(&dbname));
+    match url::Url::parse(&url) {
+        Ok(u) if u.host_str() == Some(host.as_str()) => Ok(url),
+        _ => Err(error(format!("the secret's \"host\" {host:?} is not a host name"))),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters. `url::Url::set_password`
+/// would leave a `%` as it is, and the password would then decode to something else.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 async fn fetch(arn: &str, default_region: &str, limit: Duration) -> Result<String, ConfigError> {
@@ -119,20 +132,21 @@ fn error(problem: impl Into<String>) -> ConfigError {
 mod tests {
     use super::*;
 
-    const PASSWORD: &str = "p@ss:w/rd%?#hunter2";
+    const PASSWORD: &str = "p@ss:w/rd%41?#hunter2";
 
     fn rds_json(port: &str) -> String {
         format!(
-            r#"{{"engine":"postgres","username":"quiver","password":"p@ss:w/rd%?#hunter2","host":"quiver.abc123.eu-west-1.rds.amazonaws.com",{port}"dbname":"quiver","dbInstanceIdentifier":"quiver"}}"#
+            r#"{{"engine":"postgres","username":"quiver","password":"p@ss:w/rd%41?#hunter2","host":"quiver.abc123.eu-west-1.rds.amazonaws.com",{port}"dbname":"quiver","dbInstanceIdentifier":"quiver"}}"#
         )
     }
 
     #[test]
     fn rds_json_becomes_a_url_with_the_password_encoded() {
         let url = database_url_from_secret(&rds_json(r#""port":5432,"#)).unwrap();
-        assert_eq!(url, "postgres://quiver:p%40ss%3Aw%2Frd%25%3F%23hunter2@quiver.abc123.eu-west-1.rds.amazonaws.com:5432/quiver");
+        assert_eq!(url, "postgres://quiver:p%40ss%3Aw%2Frd%2541%3F%23hunter2@quiver.abc123.eu-west-1.rds.amazonaws.com:5432/quiver");
         let parsed = url::Url::parse(&url).unwrap();
-        let decoded = url::form_urlencoded::parse(format!("p={}", parsed.password().unwrap()).as_bytes()).next().unwrap().1;
+        let query = format!("p={}", parsed.password().unwrap());
+        let decoded = url::form_urlencoded::parse(query.as_bytes()).next().unwrap().1.into_owned();
         assert_eq!(decoded, PASSWORD);
     }
 
@@ -158,6 +172,10 @@ mod tests {
         let e = database_url_from_secret(missing_host).unwrap_err();
         assert_eq!(e.var, VAR);
         assert!(e.problem.contains("\"host\""), "{e}");
+        let e = database_url_from_secret(r#"{"username":"u","password":"hunter2","host":"db/x"}"#).unwrap_err();
+        assert!(e.problem.contains("not a host name"), "{e}");
+        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"fd00::5"}"#).unwrap();
+        assert_eq!(url, "postgres://u:p@[fd00::5]:5432/postgres");
         let bad = [
             r#"{"username":"quiver","password":"hunter2","host":"h","port":"hunter2"}"#.to_string(),
             r#"{"username":"quiver","password":hunter2}"#.to_string(),

@@ -1,6 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
-    let state = health::Health::new(quiver::Config::from_env()?).await?;
-    quiver::lambda::run(health::routes(state)).await
+    let mut cfg = quiver::Config::from_env()?;
+    quiver::secrets::resolve_database_url(&mut cfg).await?;
+    quiver::lambda::run(health::routes(health::Health::new(cfg).await?)).await
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds one Lambda zip per function for `sam deploy`, and fails when one is over its size budget.
+#
+#   bash infra/package.sh            # every crate under functions/
+#   bash infra/package.sh health     # only these
+#
+# Each function is its own `cargo lambda build --release --arm64 -p NAME` invocation: built
+# together, Cargo would unify features across them and, e.g., link DuckDB into search. The zip is
+# copied to target/lambda/NAME/bootstrap.zip, which infra/template.yaml's CodeUri points at.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quiver/target}"
+[ -d "$HOME/.cache/quiver/venv/bin" ] && export PATH="$HOME/.cache/quiver/venv/bin:$PATH"
+command -v cargo-lambda >/dev/null || {
+  echo "cargo-lambda not found: run 'source local/bootstrap.sh' (or 'pip install cargo-lambda')" >&2
+  exit 1
+}
+
+# Zip budgets in MB (10^6 bytes), from ../shared/TARGETS.md. Every zip also stays under Lambda's
+# 50 MB direct-upload limit.
+LAMBDA_LIMIT_MB=50
+budget_mb() {
+  case "$1" in
+    events) echo 5 ;;
+    health) echo 6 ;;
+    search) echo 10 ;;
+    process | pg-benchmark) echo 15 ;;   # Polars
+    analytics | snapshot) echo 25 ;;     # DuckDB
+    *) echo "$LAMBDA_LIMIT_MB" ;;
+  esac
+}
+
+if [ $# -gt 0 ]; then
+  names=("$@")
+else
+  names=()
+  for manifest in functions/*/Cargo.toml; do names+=("$(basename "$(dirname "$manifest")")"); done
+fi
+
+over=()
+for name in "${names[@]}"; do
+  [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
+  printf '\033[1m==> cargo lambda build --release --arm64 -p %s\033[0m\n' "$name" >&2
+  cargo lambda build --release --arm64 -p "$name" --output-format zip
+  built="$CARGO_TARGET_DIR/lambda/$name/bootstrap.zip"
+  out="target/lambda/$name/bootstrap.zip"
+  mkdir -p "$(dirname "$out")"
+  [ "$built" -ef "$out" ] || cp "$built" "$out"
+done
+
+echo
+printf '%-14s %10s %8s\n' function "zip bytes" budget
+for name in "${names[@]}"; do
+  out="target/lambda/$name/bootstrap.zip"
+  bytes=$(wc -c <"$out")
+  budget=$(budget_mb "$name")
+  (( budget > LAMBDA_LIMIT_MB )) && budget=$LAMBDA_LIMIT_MB
+  verdict=ok
+  if (( bytes > budget * 1000000 )); then verdict=OVER; over+=("$name"); fi
+  printf '%-14s %10d %5d MB  %s (%s MB)\n' "$name" "$bytes" "$budget" "$verdict" "$(awk -v b="$bytes" 'BEGIN { printf "%.2f", b / 1e6 }')"
+done
+
+if [ ${#over[@]} -gt 0 ]; then
+  echo "over budget: ${over[*]}" >&2
+  exit 1
+fi

@@ -1,0 +1,413 @@
+//! The deploy contract, checked offline (nothing here calls AWS): `infra/template.yaml` has one
+//! Lambda per crate in `functions/`, an HTTP API route for every route in the README's endpoint
+//! table, and policies no wider than each function needs. `cfn-lint infra/template.yaml` checks
+//! the CloudFormation itself, and `infra/package.sh` checks each zip against its size budget.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+/// Functions that only read the bucket (snapshots, indexes): a write grant is a defect.
+const READ_ONLY: &[&str] = &["analytics", "search"];
+/// Functions that link DuckDB or Polars: at least 1769 MB, which is one full vCPU.
+const HEAVY: &[&str] = &["analytics", "snapshot", "process", "pg-benchmark"];
+
+#[test]
+fn every_function_crate_has_one_lambda_and_every_lambda_a_crate() {
+    let template = Template::load();
+    let lambdas: BTreeSet<String> = template.functions().into_keys().collect();
+    let crates = function_crates();
+
+    let missing: Vec<_> = crates.difference(&lambdas).collect();
+    assert!(missing.is_empty(), "functions/ crates with no AWS::Serverless::Function in infra/template.yaml: {missing:?}; copy a function block");
+    let orphans: Vec<_> = lambdas.difference(&crates).collect();
+    assert!(orphans.is_empty(), "infra/template.yaml deploys {orphans:?}, which have no crate under functions/");
+
+    for (name, f) in template.functions() {
+        assert_eq!(f.id, pascal_case(&name), "the resource for `{name}` should be named after it");
+        assert_eq!(
+            sub_text(&f.props["FunctionName"]).as_deref(),
+            Some(format!("${{AWS::StackName}}-{name}").as_str()),
+            "{}: FunctionName",
+            f.id
+        );
+    }
+}
+
+#[test]
+fn every_route_in_the_readme_reaches_its_function_through_the_api() {
+    let template = Template::load();
+    let api = template.api_routes();
+    let readme = readme_routes();
+    assert!(!readme.is_empty(), "found no `| `name` | `METHOD /path` |` rows under README.md's ## Endpoints");
+
+    for (function, route) in readme {
+        match api.get(&route) {
+            Some(target) => assert_eq!(target, &function, "README.md sends `{route}` to {function}; the HTTP API sends it to {target}"),
+            None => panic!("README.md lists `{route}` ({function}); infra/template.yaml has no AWS::ApiGatewayV2::Route for it"),
+        }
+    }
+}
+
+#[test]
+fn each_function_is_granted_no_more_than_it_needs() {
+    let template = Template::load();
+    let mut problems = Vec::new();
+    for (name, f) in template.functions() {
+        problems.extend(policy_problems(&name, &f.props).into_iter().map(|p| format!("{name}: {p}")));
+    }
+    assert!(problems.is_empty(), "infra/template.yaml:\n{}", problems.join("\n"));
+}
+
+/// The check above passes on today's template, so show that it catches what it is for.
+#[test]
+fn the_policy_check_catches_wide_grants() {
+    let props = |yaml: &str| serde_yaml::from_str::<Value>(yaml).unwrap();
+    let wide = props(
+        r#"
+        Policies:
+          - Statement:
+              - Effect: Allow
+                Action: s3:*
+                Resource: !Sub "${Bucket.Arn}/snapshots/*"
+              - Effect: Allow
+                Action: s3:GetObject
+                Resource: "*"
+              - Effect: Allow
+                Action: [s3:GetObject, s3:PutObject]
+                Resource: !Sub "${Bucket.Arn}/*"
+          - S3CrudPolicy:
+              BucketName: !Ref Bucket
+        "#,
+    );
+    let problems = policy_problems("search", &wide).join("\n");
+    for expected in ["grants s3:*", "Resource \"*\"", "the whole bucket", "read-only but is granted s3:PutObject", "S3CrudPolicy"] {
+        assert!(problems.contains(expected), "expected {expected:?} among:\n{problems}");
+    }
+
+    let scoped = props(
+        r#"
+        Policies:
+          - Statement:
+              - Effect: Allow
+                Action: s3:GetObject
+                Resource: !Sub "${Bucket.Arn}/indexes/*"
+              - Effect: Allow
+                Action: s3:ListBucket
+                Resource: !GetAtt Bucket.Arn
+                Condition: { StringLike: { "s3:prefix": "indexes/*" } }
+        "#,
+    );
+    assert_eq!(policy_problems("search", &scoped), Vec::<String>::new());
+}
+
+#[test]
+fn functions_run_on_arm64_al2023_with_json_logs_and_tracing() {
+    let template = Template::load();
+    let globals = &template.doc["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    assert_eq!(globals["Architectures"], Value::Sequence(vec!["arm64".into()]));
+    assert_eq!(globals["Tracing"], "Active");
+    assert_eq!(globals["LoggingConfig"]["LogFormat"], "JSON");
+
+    for (name, f) in template.functions() {
+        // `cargo lambda deploy` reads the crate's [package.metadata.lambda.deploy]: SAM gives the
+        // same timeout and at least that memory (more where a full vCPU is wanted).
+        let deploy = lambda_deploy_metadata(&name);
+        let (memory, timeout) = (f.props["MemorySize"].as_u64().unwrap_or(0), f.props["Timeout"].as_u64());
+        if let Some(wanted) = deploy.get("timeout") {
+            assert_eq!(timeout, Some(*wanted), "{}.Timeout differs from functions/{name}/Cargo.toml's timeout", f.id);
+        }
+        if let Some(wanted) = deploy.get("memory") {
+            assert!(memory >= *wanted, "{}.MemorySize {memory} is below functions/{name}/Cargo.toml's memory {wanted}", f.id);
+        }
+        if HEAVY.contains(&name.as_str()) {
+            assert!(memory >= 1769, "{name} links DuckDB or Polars and needs MemorySize >= 1769 (one vCPU), has {memory}");
+        }
+    }
+}
+
+#[test]
+fn urls_and_routes_are_behind_the_auth_type_parameter_which_defaults_to_iam() {
+    let template = Template::load();
+    let auth = &template.doc["Parameters"]["AuthType"];
+    assert_eq!(auth["Default"], "AWS_IAM");
+    assert_eq!(auth["AllowedValues"], serde_yaml::from_str::<Value>("[AWS_IAM, NONE]").unwrap());
+
+    for (name, f) in template.functions() {
+        assert_eq!(intrinsic(&f.props["FunctionUrlConfig"]["AuthType"], "Ref"), Some(&"AuthType".into()), "{name}: Function URL AuthType");
+        // SAM adds the public-access permissions only for a literal NONE, not for a parameter.
+        for suffix in ["PublicUrl", "PublicInvoke"] {
+            let id = format!("{}{suffix}", f.id);
+            let resource = &template.doc["Resources"][id.as_str()];
+            assert_eq!(resource["Condition"], "PublicUrls", "{name}: {id} should exist, with Condition: PublicUrls");
+        }
+    }
+    for (id, route) in template.resources("AWS::ApiGatewayV2::Route") {
+        assert_eq!(intrinsic(&route["AuthorizationType"], "Ref"), Some(&"AuthType".into()), "{id}: AuthorizationType");
+    }
+}
+
+#[test]
+fn every_url_is_an_output() {
+    let template = Template::load();
+    let outputs = &template.doc["Outputs"];
+    assert_eq!(intrinsic(&outputs["ApiUrl"]["Value"], "GetAtt"), Some(&"Api.ApiEndpoint".into()));
+    for (name, f) in template.functions() {
+        let output = format!("{}FunctionUrl", f.id);
+        let value = format!("{}Url.FunctionUrl", f.id);
+        assert_eq!(intrinsic(&outputs[output.as_str()]["Value"], "GetAtt"), Some(&value.into()), "{name}: Outputs.{output}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reading the template, the workspace and the README.
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("local/ sits in the repository").to_path_buf()
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// A Lambda in the template: its logical ID and its Properties.
+struct Function<'a> {
+    id: &'a str,
+    props: &'a Value,
+}
+
+/// `infra/template.yaml`, with CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) kept
+/// as tagged values.
+struct Template {
+    doc: Value,
+}
+
+impl Template {
+    fn load() -> Self {
+        let doc = serde_yaml::from_str(&read("infra/template.yaml")).expect("infra/template.yaml is YAML");
+        Template { doc }
+    }
+
+    /// `(logical ID, Properties)` of every resource of type `ty`.
+    fn resources<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        let resources = self.doc["Resources"].as_mapping().expect("Resources is a mapping");
+        resources.iter().filter(move |(_, r)| r["Type"] == ty).map(|(id, r)| {
+            let id = id.as_str().expect("a logical ID is a string");
+            assert!(r["Properties"].is_mapping(), "{id} has no Properties");
+            (id, &r["Properties"])
+        })
+    }
+
+    /// The Lambdas by crate name, which is read from `CodeUri: ../target/lambda/<name>/bootstrap.zip`.
+    fn functions(&self) -> BTreeMap<String, Function<'_>> {
+        self.resources("AWS::Serverless::Function")
+            .map(|(id, props)| {
+                let uri = props["CodeUri"].as_str().unwrap_or_default();
+                let name = uri
+                    .strip_prefix("../target/lambda/")
+                    .and_then(|rest| rest.strip_suffix("/bootstrap.zip"))
+                    .unwrap_or_else(|| panic!("{id}: CodeUri {uri:?} should be ../target/lambda/<name>/bootstrap.zip (what infra/package.sh leaves)"));
+                (name.to_string(), Function { id, props })
+            })
+            .collect()
+    }
+
+    /// `"GET /health"` -> `"health"`: every HTTP API route and the function its integration calls.
+    fn api_routes(&self) -> BTreeMap<String, String> {
+        let by_id: BTreeMap<&str, String> = self.functions().into_iter().map(|(name, f)| (f.id, name)).collect();
+        let integrations: BTreeMap<&str, &str> = self
+            .resources("AWS::ApiGatewayV2::Integration")
+            .map(|(id, i)| {
+                assert_eq!(i["PayloadFormatVersion"], "2.0", "{id}: PayloadFormatVersion");
+                let target = intrinsic(&i["IntegrationUri"], "GetAtt").and_then(Value::as_str).and_then(|t| t.strip_suffix(".Arn"));
+                (id, target.unwrap_or_else(|| panic!("{id}: IntegrationUri should be !GetAtt <Function>.Arn")))
+            })
+            .collect();
+        self.resources("AWS::ApiGatewayV2::Route")
+            .map(|(id, route)| {
+                let key = route["RouteKey"].as_str().unwrap_or_else(|| panic!("{id}: RouteKey"));
+                let integration = sub_text(&route["Target"]).and_then(|t| t.strip_prefix("integrations/${")?.strip_suffix('}').map(str::to_string));
+                let function = integration
+                    .as_deref()
+                    .and_then(|i| integrations.get(i))
+                    .and_then(|f| by_id.get(f))
+                    .unwrap_or_else(|| panic!("{id}: Target should be !Sub integrations/${{<Function>Integration}} of a function"));
+                (key.to_string(), function.clone())
+            })
+            .collect()
+    }
+}
+
+/// The value inside `!Name x` (or its long form `{"Fn::Name": x}`, `{"Ref": x}`).
+fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Tagged(t) if t.tag == name => Some(&t.value),
+        Value::Mapping(m) if m.len() == 1 => m.get(if name == "Ref" { name.to_string() } else { format!("Fn::{name}") }),
+        _ => None,
+    }
+}
+
+/// The text of a `!Sub "..."`.
+fn sub_text(v: &Value) -> Option<String> {
+    intrinsic(v, "Sub").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Crates under `functions/`.
+fn function_crates() -> BTreeSet<String> {
+    std::fs::read_dir(repo().join("functions"))
+        .expect("functions/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `memory` and `timeout` from the crate's `[package.metadata.lambda.deploy]`, when it has them.
+fn lambda_deploy_metadata(name: &str) -> BTreeMap<String, u64> {
+    let manifest = read(&format!("functions/{name}/Cargo.toml"));
+    let section = manifest.split("[package.metadata.lambda.deploy]").nth(1).unwrap_or_default();
+    let section = section.split("\n[").next().unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter_map(|(k, v)| Some((k.trim().to_string(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// `(function, "METHOD /path")` for each route in the README's `## Endpoints` table, e.g.
+/// "| `health` | `GET /health` | ..." or "| `events` | `POST /events` · `GET /events/{user_id}` | ...".
+/// A query string is not part of a route; a row with an empty first cell continues the row above.
+fn readme_routes() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let endpoints = readme.split("\n## Endpoints").nth(1).expect("README.md has a ## Endpoints section");
+    let endpoints = endpoints.split("\n## ").next().unwrap_or_default();
+    let mut routes = Vec::new();
+    let mut function = String::new();
+    for line in endpoints.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (Some(first), Some(second)) = (cells.get(1), cells.get(2)) else { continue };
+        if let Some(name) = first.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
+            function = name.to_string();
+        }
+        for code in second.split('`').skip(1).step_by(2) {
+            let Some((method, path)) = code.split_once(' ') else { continue };
+            if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && path.starts_with('/') {
+                let path = path.split('?').next().unwrap_or(path);
+                routes.push((function.clone(), format!("{method} {path}")));
+            }
+        }
+    }
+    routes
+}
+
+fn pascal_case(name: &str) -> String {
+    name.split(['-', '_'])
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// The policy rules.
+
+/// What is wrong with a function's `Policies` and its use of the database secret, one line each.
+fn policy_problems(name: &str, props: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut reads_secret = false;
+    let policies = match &props["Policies"] {
+        Value::Sequence(items) => items.clone(),
+        Value::Null => Vec::new(),
+        single => vec![single.clone()],
+    };
+    for policy in &policies {
+        match policy {
+            Value::String(managed) => problems.push(format!("managed policy {managed} is not scoped to this stack's bucket prefix or secret")),
+            Value::Mapping(m) if m.contains_key("Statement") => {
+                let statements = match &m["Statement"] {
+                    Value::Sequence(s) => s.clone(),
+                    single => vec![single.clone()],
+                };
+                for statement in &statements {
+                    problems.extend(statement_problems(name, statement));
+                    reads_secret |= strings(&statement["Action"]).iter().any(|a| a == "secretsmanager:GetSecretValue");
+                }
+            }
+            Value::Mapping(m) => {
+                for template in m.keys().filter_map(Value::as_str) {
+                    match template {
+                        "AWSSecretsManagerGetSecretValuePolicy" => reads_secret = true,
+                        t if t.starts_with("S3") => {
+                            problems.push(format!("SAM's {t} covers the whole bucket; write a Statement on the prefix instead"))
+                        }
+                        t => problems.push(format!("policy template {t} is not known to this check; write a Statement instead")),
+                    }
+                }
+            }
+            other => problems.push(format!("unexpected policy {other:?}")),
+        }
+    }
+    let told_secret = !props["Environment"]["Variables"]["QUIVER_DATABASE_SECRET_ARN"].is_null();
+    if told_secret && !reads_secret {
+        problems.push("is given QUIVER_DATABASE_SECRET_ARN but may not read the secret".into());
+    }
+    if reads_secret && !told_secret {
+        problems.push("may read the database secret but is not given QUIVER_DATABASE_SECRET_ARN".into());
+    }
+    problems
+}
+
+fn statement_problems(name: &str, statement: &Value) -> Vec<String> {
+    if statement["Effect"] == "Deny" {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    let actions = strings(&statement["Action"]);
+    for action in &actions {
+        if action == "*" || action.ends_with(":*") {
+            problems.push(format!("grants {action}"));
+        }
+        if READ_ONLY.contains(&name) && is_write(action) {
+            problems.push(format!("{name} is read-only but is granted {action}"));
+        }
+    }
+    let resources = match &statement["Resource"] {
+        Value::Sequence(r) => r.clone(),
+        single => vec![single.clone()],
+    };
+    for resource in &resources {
+        if resource == "*" {
+            problems.push(format!("Resource \"*\" for {actions:?}: name the bucket prefix or the secret"));
+        }
+        // Object actions on "<bucket>/*" reach every prefix; each function has one it needs.
+        let on_objects = actions.iter().any(|a| a.starts_with("s3:") && a != "s3:ListBucket" && a != "s3:GetBucketLocation");
+        if let Some(text) = sub_text(resource).or_else(|| resource.as_str().map(str::to_string)) {
+            if on_objects && (text.ends_with("}/*") || text.ends_with(":::*") || text.ends_with("/**")) {
+                problems.push(format!("{actions:?} on {text}, the whole bucket, where a prefix would do"));
+            }
+        }
+    }
+    problems
+}
+
+/// Put, Delete, and the rest of what changes a bucket or a secret.
+fn is_write(action: &str) -> bool {
+    let verb = action.split_once(':').map(|(_, v)| v).unwrap_or(action);
+    action == "*"
+        || verb == "*"
+        || ["Put", "Delete", "Abort", "Restore", "Replicate", "Create", "Update", "Write", "Tag", "Untag", "Bypass"]
+            .iter()
+            .any(|w| verb.starts_with(w))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
