@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod env;
+pub mod index;
 pub mod s3server;
 pub mod seed;
 pub mod serve;
 pub mod services;
+pub mod snapshot;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use quiver_local::{bench, env, s3server, seed, serve, services};
+use quiver_local::{bench, env, index, s3server, seed, serve, services, snapshot};
 
 #[derive(Parser)]
 #[command(version, about = "Run Quiver locally: services, every handler on one port, seed and bench")]
@@ -50,6 +50,23 @@ enum Cmd {
         #[arg(long)]
         append: bool,
     },
+    /// Export user_events to Parquet in S3 and publish a snapshot, as the scheduled function does.
+    Snapshot {
+        /// S3 prefix (default snapshots/user_events).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only events before this RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Versions to keep (default QUIVER_KEEP_VERSIONS, else 3).
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// Build a search index (a generated corpus or a JSONL file) and publish it for `search`.
+    Index(index::Options),
     /// Measure every workload of shared/TARGETS.md through HTTP and write bench/results/.
     Bench(bench::Options),
     /// Print the environment the functions get locally, as `export` lines.
@@ -72,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve { addr } => serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await,
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
         Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
+        Cmd::Snapshot { prefix, from, to, keep } => {
+            snapshot::run(prefix.as_deref(), from.as_deref(), to.as_deref(), keep).await.map(|_| ())
+        }
+        Cmd::Index(opts) => index::run(opts).await.map(|_| ()),
         Cmd::Bench(opts) => bench::run(opts).await.map(|_| ()),
         Cmd::Env => {
             for (k, v) in env::file_vars() {

@@ -7,7 +7,13 @@ use axum::Router;
 pub async fn router(cfg: quiver::Config) -> anyhow::Result<Router> {
     let routes = Router::new()
         .merge(health::routes(health::Health::new(cfg.clone()).await?))
-        .merge(events::routes(events::Events::new(&cfg)?));
+        .merge(events::routes(events::Events::new(&cfg)?))
+        .merge(pg_benchmark::routes(pg_benchmark::PgBenchmark::new(&cfg)?))
+        .merge(process::routes(process::Process::new(&cfg)?))
+        .merge(indexer::routes(indexer::Indexer::new(&cfg).await?))
+        .merge(search::routes(search::Search::new(&cfg).await?))
+        .merge(::snapshot::routes(::snapshot::Snapshot::new(&cfg).await?))
+        .merge(analytics::routes(analytics::Analytics::new(&cfg).await?));
     Ok(quiver::http::app(routes))
 }
 

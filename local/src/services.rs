@@ -365,6 +365,9 @@ async fn ensure_database(t: &Targets) -> Result<()> {
     if !exists {
         client.batch_execute(&format!("CREATE DATABASE \"{}\"", t.pg_db.replace('"', ""))).await?;
     }
+    // The schema is part of "up": a fresh database is ready for the functions, the tests and psql.
+    let pg = quiver::pg::Pg::new(&quiver::Config::from_env()?)?;
+    quiver::migrate::run(&pg).await?;
     Ok(())
 }
 

@@ -17,9 +17,13 @@ fn health_answers_through_cargo_lambda_watch() {
     );
     let port = quiver::testing::free_port();
     let mut cmd = Command::new("cargo");
-    cmd.args(["lambda", "watch", "--ignore-changes", "--env-file", "local/.env.local", "-A", "127.0.0.1", "-P"])
+    // From the function's own directory, so that `cargo run` selects (and compiles features for)
+    // that package only, as Lambda packaging does, instead of unifying the whole workspace.
+    cmd.args(["lambda", "watch", "--ignore-changes", "--env-file"])
+        .arg(repo_root().join("local/.env.local"))
+        .args(["-A", "127.0.0.1", "-P"])
         .arg(port.to_string())
-        .current_dir(repo_root())
+        .current_dir(repo_root().join("functions/health"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _watch = Group::spawn(cmd);

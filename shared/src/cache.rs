@@ -174,6 +174,17 @@ impl Cache {
         Ok(Self::new(valkey, cfg.cache_ttl))
     }
 
+    /// Connects to Valkey now, waiting at most the connect timeout, so that the first request of a
+    /// new instance can already be a HIT instead of a BYPASS. A failure is logged and harmless: the
+    /// cache keeps reconnecting in the background.
+    pub async fn connect(&self) {
+        if let Some(v) = &self.valkey {
+            if let Err(e) = v.connection_wait().await {
+                tracing::warn!(error = %e, "valkey is not answering at init; the cache is bypassed until it does");
+            }
+        }
+    }
+
     /// Reads `key`. `Err` means Valkey is unavailable (the caller bypasses), `Ok(None)` a miss.
     pub async fn get(&self, key: &Key) -> Result<Option<Entry>> {
         let v = self.valkey.as_ref().ok_or_else(|| Error::unavailable(crate::valkey::NAME, "not configured"))?;
@@ -199,16 +210,16 @@ impl Cache {
         Fut: Future<Output = Result<Entry>>,
     {
         let started = Instant::now();
-        match self.get(&key).await {
+        let status = match self.get(&key).await {
             Ok(Some(entry)) => return Ok(Lookup { entry, status: Status::Hit, lookup: started.elapsed() }),
-            Ok(None) => {}
+            Ok(None) => Status::Miss,
             Err(e) => {
                 tracing::debug!(error = %e, "cache bypassed");
-                let lookup = started.elapsed();
-                return Ok(Lookup { entry: compute().await?, status: Status::Bypass, lookup });
+                Status::Bypass
             }
-        }
+        };
         let lookup = started.elapsed();
+        // Concurrent callers in this process share one computation, whether Valkey answered or not.
         let cell = {
             let mut map = self.inflight.lock().expect("inflight lock");
             map.entry(key).or_insert_with(|| Arc::new(OnceCell::new())).clone()
@@ -217,7 +228,12 @@ impl Cache {
         let result = cell
             .get_or_try_init(|| {
                 computed_here = true;
-                self.compute_once_across_instances(key, compute)
+                async move {
+                    match status {
+                        Status::Bypass => compute().await,
+                        _ => self.compute_once_across_instances(key, compute).await,
+                    }
+                }
             })
             .await
             .cloned();
@@ -225,7 +241,7 @@ impl Cache {
             self.inflight.lock().expect("inflight lock").remove(&key);
         }
         // Followers in this process got the leader's answer without touching Valkey again.
-        Ok(Lookup { entry: result?, status: Status::Miss, lookup })
+        Ok(Lookup { entry: result?, status, lookup })
     }
 
     async fn compute_once_across_instances<F, Fut>(&self, key: Key, compute: F) -> Result<Entry>
@@ -235,6 +251,14 @@ impl Cache {
     {
         let lock_key = format!("{}:lock", key.redis_key());
         let locked = self.try_lock(&lock_key).await;
+        if locked == Some(true) {
+            // Double-checked: a leader that just finished (and released the lock) has stored its
+            // answer, and a caller that missed before that store must not compute it again.
+            if let Ok(Some(entry)) = self.get(&key).await {
+                self.unlock(&lock_key).await;
+                return Ok(entry);
+            }
+        }
         if locked == Some(false) {
             // Another instance is computing: wait for its answer, bounded.
             let deadline = Instant::now() + LOCK_WAIT;
@@ -251,12 +275,18 @@ impl Cache {
         if let Err(e) = self.put(&key, &entry).await {
             tracing::warn!(error = %e, "cache store failed; served without caching");
         }
-        if let (Some(true), Some(v)) = (locked, &self.valkey) {
-            if let Ok(mut c) = v.connection() {
-                let _ = v.run("DEL", c.del::<_, ()>(&lock_key)).await;
-            }
+        if locked == Some(true) {
+            self.unlock(&lock_key).await;
         }
         Ok(entry)
+    }
+
+    async fn unlock(&self, lock_key: &str) {
+        if let Some(v) = &self.valkey {
+            if let Ok(mut c) = v.connection() {
+                let _ = v.run("DEL", c.del::<_, ()>(lock_key)).await;
+            }
+        }
     }
 
     /// `Some(true)` when we hold the lock, `Some(false)` when another does, `None` when Valkey failed.

@@ -20,8 +20,16 @@ pub mod migrate;
 #[cfg(feature = "pg")]
 pub mod pg;
 pub mod analytics;
+#[cfg(feature = "polars")]
+pub mod process;
+#[cfg(all(feature = "pg", feature = "polars"))]
+pub mod rows;
+#[cfg(feature = "tantivy")]
+pub mod search;
 #[cfg(feature = "secrets")]
 pub mod secrets;
+#[cfg(feature = "duckdb")]
+pub mod snapshot;
 #[cfg(feature = "s3")]
 pub mod storage;
 pub mod testing;

@@ -14,8 +14,12 @@ fn app() -> Router {
     quiver::http::app(events::routes(events::Events::new(&service_config()).unwrap()))
 }
 
-fn pg() -> Pg {
-    Pg::new(&service_config()).unwrap()
+/// A client on the test database, with the schema applied: a fresh database has no tables until
+/// something migrates, and these tests may run before any handler has.
+async fn pg() -> Pg {
+    let pg = Pg::new(&service_config()).unwrap();
+    quiver::migrate::run(&pg).await.unwrap();
+    pg
 }
 
 /// A user id no other test (or earlier run) uses.
@@ -26,7 +30,7 @@ fn fresh_user() -> i32 {
 }
 
 async fn count_user(user: i32) -> i64 {
-    let pg = pg();
+    let pg = pg().await;
     let c = pg.client().await.unwrap();
     c.query_one("SELECT count(*) FROM user_events WHERE user_id = $1", &[&user]).await.unwrap().get(0)
 }
@@ -98,7 +102,7 @@ async fn every_validation_rule_is_a_4xx_naming_the_problem_and_writes_nothing() 
 async fn a_batch_the_database_rejects_writes_no_row() {
     // Valid JSON that passes validation but breaks a table constraint can only come from a race;
     // simulate it with a user id over the CHECK by writing directly through ingest.
-    let pg = pg();
+    let pg = pg().await;
     let u = fresh_user();
     let mut batch: Vec<_> = (0..100).map(|_| quiver::events::validate("", event(u), 0).unwrap()).collect();
     batch[99].user_id = -1;
@@ -223,13 +227,13 @@ async fn eight_concurrent_writers_of_ten_thousand_leave_exactly_eighty_thousand(
 #[tokio::test]
 async fn bulk_inserts_the_requested_count() {
     let app = app();
-    let before = quiver::ingest::count(&pg()).await.unwrap();
+    let before = quiver::ingest::count(&pg().await).await.unwrap();
     let (s, _, v) = send(&app, post("/events/bulk?count=5000&seed=7", "application/json", "")).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["inserted"], 5000);
     assert_eq!(v["last_id"].as_i64().unwrap() - v["first_id"].as_i64().unwrap(), 4999);
     assert!(v["rows_per_s"].as_u64().unwrap() > 0);
-    assert!(quiver::ingest::count(&pg()).await.unwrap() >= before + 5000);
+    assert!(quiver::ingest::count(&pg().await).await.unwrap() >= before + 5000);
 }
 
 #[tokio::test]

@@ -1,0 +1,6 @@
+#[tokio::main]
+async fn main() -> Result<(), quiver::lambda::Error> {
+    quiver::lambda::init();
+    let state = analytics::Analytics::new(&quiver::Config::from_env()?).await?;
+    quiver::lambda::run(analytics::routes(state)).await
+}

@@ -1,0 +1,408 @@
+//! The `analytics` function against the real PostgreSQL, S3 and Valkey started by `quiver-local
+//! up`. Each test writes its events in a time window of its own (far in the future), exports only
+//! that window under an S3 prefix of its own, and follows that prefix, so tests run in parallel
+//! with each other and with everyone else's tests on the shared table.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use analytics::Analytics;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use quiver::generate::{Generator, Shape};
+use quiver::pg::Pg;
+use quiver::snapshot::{ExportReport, Settings, Window};
+use quiver::storage::Storage;
+use quiver::testing::service_config;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const DAY_US: i64 = 86_400_000_000;
+/// 3000-01-01T00:00:00Z: far past any seeded or generated data.
+const BASE_US: i64 = 32_503_680_000_000_000;
+
+/// A midnight (UTC) that no other test uses: 8-day blocks from a random start per process, then
+/// consecutive blocks within it, so windows of up to 8 days never overlap.
+fn unique_midnight() -> i64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        quiver::generate::Rng::new(nanos ^ (std::process::id() as u64) << 32 ^ 0xA11).next_u64()
+    });
+    let block = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 125_000;
+    BASE_US + (block as i64 * 8 + 8) * DAY_US
+}
+
+fn at(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap()
+}
+
+fn rfc(us: i64) -> String {
+    at(us).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn pg() -> Pg {
+    Pg::new(&service_config()).unwrap()
+}
+
+/// Events in one test's window, a snapshot of exactly that window under its own prefix, and an
+/// `analytics` instance following it.
+struct Fixture {
+    from: i64,
+    to: i64,
+    settings: Settings,
+    state: Arc<Analytics>,
+    app: Router,
+}
+
+impl Fixture {
+    async fn new(tag: &str, days: u32, events: u64) -> Self {
+        let to = unique_midnight();
+        let from = to - days as i64 * DAY_US;
+        let cfg = service_config();
+        let prefix = format!("test-analytics-{tag}-{}/snapshots/user_events", to / DAY_US);
+        let mut settings = Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
+        settings.check_every = std::time::Duration::from_secs(3600);
+        let state = Analytics::with_settings(&cfg, settings.clone()).await.unwrap();
+        let app = quiver::http::app(analytics::routes(state.clone()));
+        let f = Fixture { from, to, settings, state, app };
+        f.add_events(events, 1).await;
+        f.publish().await;
+        f
+    }
+
+    async fn add_events(&self, n: u64, seed: u64) {
+        let days = ((self.to - self.from) / DAY_US) as u32;
+        let shape = Shape { end_us: self.to, window_days: days, ..Shape::default() };
+        quiver::ingest::bulk(&pg(), &Generator::new(seed ^ self.to as u64, shape), 0, n, &|_| {}).await.unwrap();
+    }
+
+    async fn publish(&self) -> ExportReport {
+        let cfg = service_config();
+        let w = Window { from: Some(at(self.from)), to: Some(at(self.to)) };
+        quiver::snapshot::export(&pg(), &Storage::new(&cfg).await.unwrap(), &self.settings, &w).await.unwrap()
+    }
+
+    fn window(&self) -> String {
+        format!("from={}&to={}", rfc(self.from), rfc(self.to))
+    }
+
+    async fn get(&self, uri: &str) -> Reply {
+        get(&self.app, uri, &[]).await
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let prefix = self.settings.prefix.clone();
+        // Best effort: the test prefix and its versions go away with the test.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+                let s = Storage::new(&service_config()).await.unwrap();
+                let top = prefix.split('/').next().unwrap().to_string();
+                if let Ok(listed) = s.client.list_objects_v2().bucket(&s.bucket).prefix(format!("{top}/")).send().await {
+                    for o in listed.contents() {
+                        let _ = s.client.delete_object().bucket(&s.bucket).key(o.key().unwrap()).send().await;
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    /// Every value of the header, joined (`Server-Timing` comes as several).
+    fn header(&self, name: &str) -> String {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+async fn get(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = http::Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = app.clone().oneshot(req.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
+
+async fn manifest_version(f: &Fixture) -> String {
+    let s = Storage::new(&service_config()).await.unwrap();
+    quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap().0.version
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_miss_then_a_hit_with_identical_bodies() {
+    let f = Fixture::new("hit", 3, 2000).await;
+    for route in ["/analytics/summary", "/analytics/funnel"] {
+        let miss = f.get(route).await;
+        assert_eq!(miss.status, 200, "{:?}", miss.body);
+        assert_eq!(miss.header("x-cache"), "MISS");
+        let timing = miss.header("server-timing").to_string();
+        assert!(timing.contains("cache;dur=") && timing.contains("duckdb;dur=") && timing.contains("total;dur="), "{timing}");
+        assert_eq!(miss.header("x-data-version"), manifest_version(&f).await);
+        let hit = f.get(route).await;
+        assert_eq!(hit.header("x-cache"), "HIT");
+        assert!(!hit.header("server-timing").contains("duckdb"), "a HIT computes nothing");
+        assert_eq!(hit.body, miss.body);
+        assert_eq!(hit.header("etag"), miss.header("etag"));
+    }
+    let s = f.get("/analytics/summary").await.json();
+    assert_eq!(s["total_events"], 2000);
+    assert_eq!(f.get("/analytics/funnel").await.json().as_array().unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_and_postgres_give_identical_answers() {
+    let f = Fixture::new("equal", 4, 6000).await;
+    let w = f.window();
+    let sub = format!("from={}&to={}", rfc(f.from + DAY_US + 3_600_000_000), rfc(f.to - DAY_US));
+    for q in [
+        w.clone(),
+        sub.clone(),
+        format!("{w}&event_type=click"),
+        format!("{sub}&event_type=purchase"),
+        format!("{w}&event_type=signup"),
+    ] {
+        for route in ["/analytics/summary", "/analytics/funnel"] {
+            let duck = f.get(&format!("{route}?{q}")).await;
+            let pg = f.get(&format!("{route}?{q}&source=postgres")).await;
+            assert_eq!((duck.status, pg.status), (200, 200), "{route}?{q}");
+            assert_eq!(pg.header("x-data-version"), "live");
+            assert_eq!(duck.json(), pg.json(), "{route}?{q}");
+            assert_eq!(duck.body, pg.body, "byte-identical JSON for {route}?{q}");
+        }
+    }
+    // The whole snapshot (no filter at all) is the window in PostgreSQL.
+    let duck = f.get("/analytics/summary").await.json();
+    assert_eq!(duck, f.get(&format!("/analytics/summary?{w}&source=postgres")).await.json());
+    assert_eq!(duck["total_events"], 6000);
+    assert!(duck["avg_duration_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_snapshot_changes_the_key_and_the_answer() {
+    let f = Fixture::new("version", 2, 1000).await;
+    let first = f.get("/analytics/summary").await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    assert_eq!(f.get("/analytics/summary").await.header("x-cache"), "HIT");
+    let v1 = first.header("x-data-version").to_string();
+
+    f.add_events(500, 2).await;
+    let report = f.publish().await;
+    f.state.expire();
+    let second = f.get("/analytics/summary").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-data-version"), report.version);
+    assert_ne!(second.header("x-data-version"), v1);
+    assert_eq!(second.header("x-cache"), "MISS", "a new version is a new key");
+    assert_eq!(first.json()["total_events"], 1000);
+    assert_eq!(second.json()["total_events"], 1500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_pass_through_bytes_decode_to_the_same_json() {
+    let f = Fixture::new("zstd", 2, 1000).await;
+    let plain = f.get("/analytics/funnel").await;
+    assert_eq!(plain.header("x-cache"), "MISS");
+    assert!(plain.header("content-encoding").is_empty());
+    let z = get(&f.app, "/analytics/funnel", &[("accept-encoding", "gzip, zstd")]).await;
+    assert_eq!(z.header("x-cache"), "HIT");
+    assert_eq!(z.header("content-encoding"), "zstd");
+    let decoded = quiver::http::zstd_decompress(&z.body, 1 << 20).unwrap();
+    assert_eq!(decoded, plain.body.to_vec());
+    let again = f.get("/analytics/funnel").await;
+    assert_eq!((again.header("x-cache").as_str(), &again.body), ("HIT", &plain.body), "decompressed for a client without zstd");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_matching_etag_is_304() {
+    let f = Fixture::new("etag", 2, 500).await;
+    let first = f.get("/analytics/summary").await;
+    let etag = first.header("etag").to_string();
+    assert!(etag.starts_with('"'), "{etag}");
+    for enc in ["", "zstd"] {
+        let r = get(&f.app, "/analytics/summary", &[("if-none-match", &etag), ("accept-encoding", enc)]).await;
+        assert_eq!(r.status, 304);
+        assert!(r.body.is_empty());
+    }
+    let r = get(&f.app, "/analytics/summary", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_identical_misses_compute_once() {
+    let f = Fixture::new("flight", 2, 3000).await;
+    // Load the snapshot first, so that the 50 requests race on the cache and not on the load.
+    assert_eq!(f.get("/analytics/funnel").await.status, 200);
+    let uri = format!("/analytics/summary?{}&event_type=click", f.window());
+    let before = f.state.computations();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, uri) = (f.app.clone(), uri.clone());
+            tokio::spawn(async move { get(&app, &uri, &[]).await })
+        })
+        .collect();
+    let replies: Vec<Reply> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(f.state.computations() - before, 1, "exactly one computation");
+    for r in &replies {
+        assert_eq!(r.status, 200);
+        assert!(["MISS", "HIT"].contains(&r.header("x-cache").as_str()));
+        assert_eq!(r.body, replies[0].body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_is_a_duckdb_miss_then_a_valkey_hit() {
+    let f = Fixture::new("compare", 2, 1500).await;
+    let uri = format!("/analytics/compare?{}", f.window());
+    let miss = f.get(&uri).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(miss.header("x-cache"), "MISS");
+    assert!(miss.header("server-timing").contains("duckdb;dur="));
+    let m = miss.json();
+    assert_eq!((m["source"].as_str(), m["cache_hit"].as_bool()), (Some("duckdb"), Some(false)));
+    assert!(m["processing_ms"].as_f64().unwrap() > 0.0 && m["total_ms"].as_f64().unwrap() >= m["processing_ms"].as_f64().unwrap());
+    assert_eq!(m["data_version"], manifest_version(&f).await);
+    assert_eq!(m["summary"]["total_events"], 1500);
+
+    let hit = f.get(&uri).await;
+    assert_eq!(hit.header("x-cache"), "HIT");
+    let h = hit.json();
+    assert_eq!((h["source"].as_str(), h["cache_hit"].as_bool()), (Some("valkey"), Some(true)));
+    assert_eq!(h["processing_ms"], 0.0);
+    assert!(h["cache_lookup_us"].as_u64().is_some());
+    assert_eq!(h["summary"], m["summary"]);
+    // compare and summary share one cache entry.
+    let s = f.get(&format!("/analytics/summary?{}", f.window())).await;
+    assert_eq!(s.header("x-cache"), "HIT");
+    assert_eq!(s.json(), m["summary"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
+    let f = Fixture::new("corrupt", 2, 800).await;
+    let v1 = f.get("/analytics/summary").await.header("x-data-version").to_string();
+    assert!(!v1.is_empty());
+
+    // A new version whose part is damaged in S3 after publishing: its checksum no longer matches.
+    let v2 = f.publish().await.version;
+    let s = Storage::new(&service_config()).await.unwrap();
+    let (m2, _) = quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap();
+    assert_eq!(m2.version, v2);
+    let key = &m2.files[0].key;
+    s.client.put_object().bucket(&s.bucket).key(key).body(b"not parquet".to_vec().into()).send().await.unwrap();
+    f.state.expire();
+    let r = f.get("/analytics/funnel").await;
+    assert_eq!(r.status, 200, "the loaded version keeps serving");
+    assert_eq!(r.header("x-data-version"), v1);
+
+    // A new instance has nothing older to fall back on: 503 with the reason.
+    let fresh = |f: &Fixture| {
+        let settings = Settings { tmp_dir: std::env::temp_dir().join(format!("quiver-fresh-{}", f.to)), ..f.settings.clone() };
+        async move { quiver::http::app(analytics::routes(Analytics::with_settings(&service_config(), settings).await.unwrap())) }
+    };
+    let r = get(&fresh(&f).await, "/analytics/summary", &[]).await;
+    assert_eq!(r.status, 503);
+    let p = r.json();
+    assert_eq!(p["dependency"], "s3", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("corrupt"), "{p}");
+
+    // A file whose checksum matches but which DuckDB cannot read: 503 from the loader, old version kept.
+    let bad = std::env::temp_dir().join(format!("quiver-bad-{}.parquet", f.to));
+    std::fs::write(&bad, b"PAR1 but not really").unwrap();
+    let v3 = quiver::artifact::new_version();
+    quiver::artifact::publish(&s, &f.settings.prefix, &v3, &[("part-00000.parquet".into(), bad)], serde_json::json!({"row_count": 1}))
+        .await
+        .unwrap();
+    let r = get(&fresh(&f).await, "/analytics/summary", &[]).await;
+    assert_eq!(r.status, 503);
+    let p = r.json();
+    assert_eq!(p["dependency"], "snapshot", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains(&v3), "{p}");
+    f.state.expire();
+    assert_eq!(f.get("/analytics/summary").await.header("x-data-version"), v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_snapshot_yet_is_a_503_naming_s3() {
+    let cfg = service_config();
+    let settings = Settings::from_env(&cfg).unwrap().with_prefix(&format!("test-analytics-none-{}/snapshots/user_events", unique_midnight()));
+    let app = quiver::http::app(analytics::routes(Analytics::with_settings(&cfg, settings).await.unwrap()));
+    for route in ["/analytics/summary", "/analytics/funnel", "/analytics/compare"] {
+        let r = get(&app, route, &[]).await;
+        assert_eq!(r.status, 503, "{route}");
+        assert_eq!(r.header("content-type"), "application/problem+json");
+        assert!(r.json()["detail"].as_str().unwrap().contains("nothing has been published"), "{route}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_parameters_are_400s_naming_them() {
+    let cfg = service_config();
+    let settings = Settings::from_env(&cfg).unwrap().with_prefix("test-analytics-params/snapshots/user_events");
+    let app = quiver::http::app(analytics::routes(Analytics::with_settings(&cfg, settings).await.unwrap()));
+    for (uri, param) in [
+        ("/analytics/summary?from=yesterday", "from"),
+        ("/analytics/summary?to=2026-10-01", "to"),
+        ("/analytics/funnel?from=2026-10-02T00:00:00Z&to=2026-10-01T00:00:00Z", "to"),
+        ("/analytics/funnel?event_type=hover", "event_type"),
+        ("/analytics/summary?source=mysql", "source"),
+        ("/analytics/summary?cache=maybe", "cache"),
+        ("/analytics/compare?event_type=%27%3B%20DROP%20TABLE%20user_events%3B--", "event_type"),
+        ("/analytics/summary?from=2026-10-01T00:00:00Z&from=2026-10-02T00:00:00Z", "from"),
+    ] {
+        let r = get(&app, uri, &[]).await;
+        assert_eq!(r.status, 400, "{uri}");
+        assert_eq!(r.json()["param"], param, "{uri}");
+    }
+    let long = format!("/analytics/summary?from={}", "x".repeat(5000));
+    assert_eq!(get(&app, &long, &[]).await.status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_off_and_postgres_bypass_the_cache() {
+    let f = Fixture::new("bypass", 2, 700).await;
+    let before = f.state.computations();
+    for _ in 0..3 {
+        let r = f.get("/analytics/summary?cache=off").await;
+        assert_eq!((r.status, r.header("x-cache").as_str()), (200, "BYPASS"));
+        assert!(r.header("server-timing").contains("duckdb;dur="));
+    }
+    assert_eq!(f.state.computations() - before, 3, "cache=off computes every time");
+    let r = f.get(&format!("/analytics/funnel?source=postgres&{}", f.window())).await;
+    assert_eq!((r.status, r.header("x-cache").as_str()), (200, "BYPASS"));
+    assert!(r.header("server-timing").contains("postgres;dur="));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_events_are_answered() {
+    let f = Fixture::new("sample", 2, 600).await;
+    for (file, path) in [
+        (include_str!("../../../events/analytics-summary.json"), "/analytics/summary"),
+        (include_str!("../../../events/analytics-funnel.json"), "/analytics/funnel"),
+        (include_str!("../../../events/analytics-compare.json"), "/analytics/compare"),
+    ] {
+        let req = lambda_http::request::from_str(file).unwrap();
+        assert_eq!(req.uri().path(), path);
+        let (parts, body) = req.into_parts();
+        let res = f.app.clone().oneshot(http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()))).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+}

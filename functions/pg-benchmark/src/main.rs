@@ -1,0 +1,6 @@
+#[tokio::main]
+async fn main() -> Result<(), quiver::lambda::Error> {
+    quiver::lambda::init();
+    let state = pg_benchmark::PgBenchmark::new(&quiver::Config::from_env()?)?;
+    quiver::lambda::run(pg_benchmark::routes(state)).await
+}

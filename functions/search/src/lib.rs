@@ -1,0 +1,297 @@
+//! `search`: `GET /search?q=&limit=&offset=&tag=&from=&to=` over the newest index bundle that the
+//! `indexer` published. An instance downloads the bundle once, checks its checksum, unpacks it
+//! under `/tmp`, opens it with `MmapDirectory` and keeps one searcher for that version; the
+//! manifest is checked again at most every `QUIVER_INDEX_CHECK_S` seconds, and a new version is
+//! switched to atomically (a broken one leaves the old one serving). Answers go through the
+//! Valkey cache under a key that includes the index version, so a new index never serves old hits.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use http::{HeaderMap, HeaderValue, Uri};
+use quiver::artifact::{Loaded, Manifest, Tracker};
+use quiver::cache::{Cache, Entry, Key};
+use quiver::config::ConfigError;
+use quiver::http::{Params, ServerTiming};
+use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX};
+use quiver::storage::Storage;
+use quiver::{Config, Error, Result};
+use serde::Serialize;
+
+/// The function name in cache keys.
+pub const FUNCTION: &str = "search";
+const ROUTE: &str = "/search";
+/// The index version an answer came from.
+pub const X_INDEX_VERSION: &str = "x-index-version";
+pub const MAX_LIMIT: usize = 100;
+pub const MAX_OFFSET: usize = 10_000;
+/// Longest `q`, in bytes: longer queries are abuse, not search.
+pub const MAX_Q_BYTES: usize = 1024;
+const PARAMS: &[&str] = &["q", "limit", "offset", "tag", "from", "to"];
+
+/// Where the index comes from and how often to look for a new one.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// S3 prefix holding `manifest.json` and the versions (`QUIVER_INDEX_PREFIX`, default `indexes/docs`).
+    pub prefix: String,
+    /// Where versions are unpacked (`<QUIVER_TMP_DIR>/quiver-search`).
+    pub dir: PathBuf,
+    /// `QUIVER_INDEX_CHECK_S` (default 30): how stale the view of the manifest may get.
+    pub check_every: Duration,
+}
+
+impl Settings {
+    pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
+        Ok(Settings {
+            prefix: std::env::var("QUIVER_INDEX_PREFIX").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| DEFAULT_PREFIX.into()),
+            dir: PathBuf::from(&cfg.tmp_dir).join("quiver-search"),
+            check_every: Duration::from_secs(search::setting("QUIVER_INDEX_CHECK_S", 30, 0..=86_400)?),
+        })
+    }
+}
+
+/// Per-instance state: the followed index and the cache.
+pub struct Search {
+    tracker: Tracker<IndexHandle>,
+    cache: Cache,
+    computations: AtomicU64,
+}
+
+/// What [`Search::warm`] loaded, and how long the download, unpack and open took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warm {
+    pub version: String,
+    pub docs: u64,
+    pub ms: f64,
+}
+
+impl Search {
+    pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
+        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+    }
+
+    /// With explicit settings (tests and benchmarks follow their own prefix and directory).
+    pub async fn with_settings(cfg: &Config, s: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Search {
+            tracker: Tracker::new(Storage::new(cfg).await?, &s.prefix, s.dir, s.check_every),
+            cache: Cache::from_config(cfg)?,
+            computations: AtomicU64::new(0),
+        }))
+    }
+
+    /// Makes the next request look at the manifest again, whatever the check interval.
+    pub fn expire(&self) {
+        self.tracker.expire();
+    }
+
+    /// How many searches this instance ran (cache HITs run none).
+    pub fn computations(&self) -> u64 {
+        self.computations.load(Ordering::Relaxed)
+    }
+
+    /// Loads the newest version now (at init, or to time a cold start), and starts connecting to
+    /// Valkey meanwhile, so the first request is not a cache BYPASS.
+    pub async fn warm(&self) -> Result<Warm> {
+        let started = Instant::now();
+        let _ = self.cache.get(&Key(0)).await;
+        let loaded = self.current().await?;
+        Ok(Warm { version: loaded.manifest.version.clone(), docs: loaded.value.doc_count, ms: started.elapsed().as_secs_f64() * 1e3 })
+    }
+
+    async fn current(&self) -> Result<Arc<Loaded<IndexHandle>>> {
+        self.tracker.current(open).await
+    }
+}
+
+/// Unpacks and opens a downloaded (checksum-verified) bundle, off the async executor. The bundle
+/// is deleted once unpacked: `/tmp` holds the index once, not twice.
+async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
+    if !manifest.files.iter().any(|f| f.name == BUNDLE) {
+        return Err(Error::unavailable(search::DEPENDENCY, format!("version {} has no {BUNDLE}", manifest.version)));
+    }
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let bundle = dir.join(BUNDLE);
+        let index_dir = dir.join("index");
+        let bytes = search::unpack(&bundle, &index_dir)?;
+        let handle = IndexHandle::open(&index_dir)?;
+        if let Some(expected) = manifest.meta.get("doc_count").and_then(|v| v.as_u64()) {
+            if expected != handle.doc_count {
+                return Err(Error::unavailable(
+                    search::DEPENDENCY,
+                    format!("version {} holds {} documents, its manifest says {expected}", manifest.version, handle.doc_count),
+                ));
+            }
+        }
+        let _ = std::fs::remove_file(&bundle);
+        tracing::info!(version = %manifest.version, docs = handle.doc_count, bytes, ms = started.elapsed().as_millis() as u64, "index opened");
+        Ok(handle)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("opening the index: {e}")))?
+}
+
+pub fn routes(state: Arc<Search>) -> Router {
+    Router::new().route(ROUTE, get(search_route)).with_state(state)
+}
+
+/// A validated `GET /search`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub q: String,
+    pub limit: usize,
+    pub offset: usize,
+    pub tag: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl Query {
+    /// Validates every parameter; each error is a 400 naming it.
+    pub fn parse(raw: Option<&str>) -> Result<Self> {
+        if let Some(raw) = raw {
+            for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {
+                if !k.is_empty() && !PARAMS.contains(&k.as_ref()) {
+                    return Err(Error::bad_param(&k, format!("is not a parameter of /search (use {})", PARAMS.join(", "))));
+                }
+            }
+        }
+        let p = Params::parse(raw)?;
+        let q = p.get("q").map(str::trim).unwrap_or("");
+        if q.is_empty() {
+            return Err(Error::bad_param("q", "is required: the text to search for, in Tantivy's query syntax"));
+        }
+        if q.len() > MAX_Q_BYTES {
+            return Err(Error::bad_param("q", format!("must be at most {MAX_Q_BYTES} bytes")));
+        }
+        let tag = match p.get("tag") {
+            None => None,
+            Some(t) => Some(
+                search::normalize_tag(t)
+                    .ok_or_else(|| Error::bad_param("tag", "must be 1-64 of a-z 0-9 . _ + # -"))?
+                    .into_owned(),
+            ),
+        };
+        let time = |name: &str, end_of_day: bool| -> Result<Option<i64>> {
+            let Some(v) = p.get(name) else { return Ok(None) };
+            let secs = search::parse_time(v)
+                .ok_or_else(|| Error::bad_param(name, "must be an RFC 3339 time or a YYYY-MM-DD date"))?;
+            // A bare date as `to` includes that whole day.
+            Ok(Some(if end_of_day && !v.contains('T') { secs + 86_399 } else { secs }))
+        };
+        let (from, to) = (time("from", false)?, time("to", true)?);
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err(Error::bad_param("to", "must not be before from"));
+            }
+        }
+        Ok(Query {
+            q: q.to_string(),
+            limit: p.number("limit", Some(10), 1..=MAX_LIMIT)?,
+            offset: p.number("offset", Some(0), 0..=MAX_OFFSET)?,
+            tag,
+            from,
+            to,
+        })
+    }
+
+    /// Every input that changes the answer, for the cache key.
+    pub fn normalized(&self) -> String {
+        format!(
+            "q={}\u{1f}limit={}\u{1f}offset={}\u{1f}tag={}\u{1f}from={:?}\u{1f}to={:?}",
+            self.q,
+            self.limit,
+            self.offset,
+            self.tag.as_deref().unwrap_or(""),
+            self.from,
+            self.to
+        )
+    }
+
+    fn as_search(&self) -> SearchQuery<'_> {
+        SearchQuery { q: &self.q, limit: self.limit, offset: self.offset, tag: self.tag.as_deref(), from: self.from, to: self.to }
+    }
+}
+
+/// The response body.
+#[derive(Serialize)]
+struct Answer<'a> {
+    query: &'a str,
+    total_hits: u64,
+    took_us: u64,
+    index_version: &'a str,
+    results: &'a [Hit],
+}
+
+async fn search_route(State(s): State<Arc<Search>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+    let started = Instant::now();
+    let q = Query::parse(uri.query())?;
+    let loaded = s.current().await?;
+    let timing = ServerTiming::default().add("index", started.elapsed());
+    let key = Key::new(FUNCTION, ROUTE, &q.normalized(), &loaded.manifest.version);
+    let compute = || {
+        s.computations.fetch_add(1, Ordering::Relaxed);
+        let (loaded, q) = (loaded.clone(), q.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let hits = loaded.value.search(&q.as_search())?;
+                let answer = Answer {
+                    query: &q.q,
+                    total_hits: hits.total,
+                    took_us: t.elapsed().as_micros() as u64,
+                    index_version: &loaded.manifest.version,
+                    results: &hits.hits,
+                };
+                let body = serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
+                Ok(Entry::new(&body, "application/json"))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("search task: {e}")))?
+        }
+    };
+    let lookup = s.cache.get_or_compute(key, compute).await?;
+    let mut res = lookup.entry.respond(lookup.status, &headers, timing.add("cache", lookup.lookup));
+    if let Ok(v) = HeaderValue::from_str(&loaded.manifest.version) {
+        res.headers_mut().insert(X_INDEX_VERSION, v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_validated_and_named() {
+        let ok = Query::parse(Some("q=rust+search&limit=5&offset=10&tag=Rust&from=2026-01-01&to=2026-01-31")).unwrap();
+        assert_eq!((ok.limit, ok.offset, ok.tag.as_deref()), (5, 10, Some("rust")));
+        assert_eq!(ok.to.unwrap() - ok.from.unwrap(), 31 * 86_400 - 1);
+        let long = format!("q={}", "a".repeat(MAX_Q_BYTES + 1));
+        for (raw, param) in [
+            ("", "q"),
+            ("q=+++", "q"),
+            (long.as_str(), "q"),
+            ("q=a&limit=0", "limit"),
+            ("q=a&limit=101", "limit"),
+            ("q=a&limit=ten", "limit"),
+            ("q=a&offset=10001", "offset"),
+            ("q=a&offset=-1", "offset"),
+            ("q=a&tag=a/b", "tag"),
+            ("q=a&from=yesterday", "from"),
+            ("q=a&to=2026-13-01", "to"),
+            ("q=a&from=2026-02-01&to=2026-01-01", "to"),
+            ("q=a&limt=5", "limt"),
+        ] {
+            let e = Query::parse(Some(raw)).unwrap_err();
+            assert_eq!(e.status(), 400, "{raw}");
+            assert_eq!(e.problem().param.as_deref(), Some(param), "{raw}: {e}");
+        }
+    }
+}

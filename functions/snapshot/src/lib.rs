@@ -1,0 +1,76 @@
+//! `snapshot`: exports `user_events` from PostgreSQL to zstd Parquet in S3 and publishes a
+//! manifest, on a schedule (EventBridge) and on `POST /snapshot`. Readers (`analytics`) follow the
+//! manifest, so publishing is all it takes to move every instance to the new data.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use http::{StatusCode, Uri};
+use quiver::analytics::Filters;
+use quiver::config::ConfigError;
+use quiver::http::{json, Params};
+use quiver::pg::Pg;
+use quiver::storage::Storage;
+use quiver::{Config, Error, Result};
+
+pub use quiver::snapshot::{ExportReport, Settings, Window};
+
+/// Per-instance state: the PostgreSQL pool, the S3 client, and a guard so that one instance runs
+/// one export at a time.
+pub struct Snapshot {
+    pg: Pg,
+    storage: Storage,
+    settings: Settings,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Snapshot {
+    pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
+        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+    }
+
+    /// With explicit settings (tests use their own S3 prefix and retention).
+    pub async fn with_settings(cfg: &Config, settings: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Snapshot {
+            pg: Pg::new(cfg)?,
+            storage: Storage::new(cfg).await?,
+            settings,
+            running: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Exports and publishes one version; a second export while one runs here is a 409.
+    pub async fn run(&self, window: &Window) -> Result<ExportReport> {
+        let _guard = self
+            .running
+            .try_lock()
+            .map_err(|_| Error::Conflict("a snapshot export is already running on this instance; retry when it is done".into()))?;
+        // Boxed: the export's future is deep, and boxing keeps every caller's future small.
+        Box::pin(quiver::snapshot::export(&self.pg, &self.storage, &self.settings, window)).await
+    }
+
+    /// What an EventBridge schedule triggers: a full export. Its report is the invocation's result.
+    pub async fn on_schedule(self: Arc<Self>, event: serde_json::Value) -> Result<serde_json::Value> {
+        tracing::info!(detail_type = %event.get("detail-type").and_then(|v| v.as_str()).unwrap_or(""), "scheduled snapshot");
+        let report = self.run(&Window::default()).await?;
+        serde_json::to_value(report).map_err(|e| Error::Internal(format!("serializing the export report: {e}")))
+    }
+}
+
+pub fn routes(state: Arc<Snapshot>) -> Router {
+    Router::new().route("/snapshot", post(create)).with_state(state)
+}
+
+/// `POST /snapshot[?from=&to=]`: exports (optionally only a time window) and answers with the report.
+async fn create(State(s): State<Arc<Snapshot>>, uri: Uri) -> Result<Response> {
+    let p = Params::from_uri(&uri)?;
+    let f = Filters::from_params(&p)?;
+    if f.event_type.is_some() {
+        return Err(Error::bad_param("event_type", "is not supported here: a snapshot holds every type; filter when querying"));
+    }
+    let report = s.run(&Window { from: f.from, to: f.to }).await?;
+    Ok(json(StatusCode::CREATED, &report))
+}

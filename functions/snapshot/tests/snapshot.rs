@@ -1,0 +1,281 @@
+//! The `snapshot` function against the real PostgreSQL and S3 started by `quiver-local up`. Each
+//! test writes its events in a time window of its own (far in the future, so no other test's or
+//! seed's rows fall in it), exports only that window, and publishes under an S3 prefix of its own.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use quiver::artifact::{self, Manifest};
+use quiver::events::{EventType, NewEvent};
+use quiver::generate::{Generator, Shape};
+use quiver::pg::Pg;
+use quiver::storage::Storage;
+use quiver::testing::service_config;
+use serde_json::Value;
+use snapshot::{Settings, Snapshot, Window};
+use tower::ServiceExt;
+
+const DAY_US: i64 = 86_400_000_000;
+/// 3000-01-01T00:00:00Z: far past any seeded or generated data.
+const BASE_US: i64 = 32_503_680_000_000_000;
+
+/// A midnight (UTC) that no other test uses: 8-day blocks from a random start per process, then
+/// consecutive blocks within it, so windows of up to 8 days never overlap.
+fn unique_midnight() -> i64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        quiver::generate::Rng::new(nanos ^ (std::process::id() as u64) << 32).next_u64()
+    });
+    let block = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 125_000;
+    BASE_US + (block as i64 * 8 + 8) * DAY_US
+}
+
+fn at(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap()
+}
+
+fn unique_prefix(tag: &str) -> String {
+    format!("test-snapshot-{tag}-{}/snapshots/user_events", unique_midnight() / DAY_US)
+}
+
+async fn state(prefix: &str, keep: usize) -> Arc<Snapshot> {
+    let cfg = service_config();
+    let mut settings = Settings::from_env(&cfg).unwrap().with_prefix(prefix);
+    settings.keep = keep;
+    Snapshot::with_settings(&cfg, settings).await.unwrap()
+}
+
+fn pg() -> Pg {
+    Pg::new(&service_config()).unwrap()
+}
+
+/// Writes `n` generated events over the `days` days before `end_us`.
+async fn seed_window(end_us: i64, days: u32, n: u64) {
+    let shape = Shape { end_us, window_days: days, ..Shape::default() };
+    quiver::ingest::bulk(&pg(), &Generator::new(end_us as u64, shape), 0, n, &|_| {}).await.unwrap();
+}
+
+async fn count_window(from: i64, to: i64) -> i64 {
+    let pg = pg();
+    let c = pg.client().await.unwrap();
+    c.query_one("SELECT count(*) FROM user_events WHERE created_at >= $1 AND created_at < $2", &[&at(from), &at(to)])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn post(uri: &str) -> http::Request<axum::body::Body> {
+    http::Request::post(uri).body(axum::body::Body::empty()).unwrap()
+}
+
+fn window_query(from: i64, to: i64) -> String {
+    let f = |us| at(us).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!("from={}&to={}", f(from), f(to))
+}
+
+async fn storage() -> Storage {
+    Storage::new(&service_config()).await.unwrap()
+}
+
+async fn manifest(prefix: &str) -> Manifest {
+    artifact::fetch_manifest(&storage().await, prefix, None).await.unwrap().unwrap().0
+}
+
+/// Downloads a version's files (checking their checksums) and opens them in DuckDB.
+async fn open_parquet(m: &Manifest) -> (duckdb::Connection, String) {
+    let s = storage().await;
+    let dir = std::env::temp_dir().join(format!("quiver-snapshot-test-{}", m.version));
+    let mut paths = Vec::new();
+    for f in &m.files {
+        let dest: PathBuf = dir.join(&f.name);
+        artifact::download(&s, f, &dest).await.unwrap();
+        paths.push(format!("'{}'", dest.display()));
+    }
+    let c = duckdb::Connection::open_in_memory().unwrap();
+    (c, format!("read_parquet([{}], hive_partitioning = false)", paths.join(", ")))
+}
+
+async fn delete_prefix(prefix: &str) {
+    let s = storage().await;
+    let top = prefix.split('/').next().unwrap();
+    let listed = s.client.list_objects_v2().bucket(&s.bucket).prefix(format!("{top}/")).send().await.unwrap();
+    for o in listed.contents() {
+        let _ = s.client.delete_object().bucket(&s.bucket).key(o.key().unwrap()).send().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_snapshot_exports_a_window_by_day_and_publishes_a_manifest() {
+    let end = unique_midnight();
+    let (from, to) = (end - 3 * DAY_US, end);
+    seed_window(end, 3, 3000).await;
+    let prefix = unique_prefix("post");
+    let app = quiver::http::app(snapshot::routes(state(&prefix, 3).await));
+
+    let (s, report) = send(&app, post(&format!("/snapshot?{}", window_query(from, to)))).await;
+    assert_eq!(s, 201, "{report}");
+    assert_eq!(report["rows"], 3000);
+    assert_eq!(report["partitioned_by_day"], true);
+    assert_eq!(report["files"], 3, "one part per day: {report}");
+
+    let m = manifest(&prefix).await;
+    assert_eq!(m.version, report["version"]);
+    assert_eq!(m.meta["row_count"], 3000);
+    assert_eq!(count_window(from, to).await, 3000, "the manifest count is the PostgreSQL count");
+    assert_eq!(m.meta["schema"].as_array().unwrap().len(), 12);
+    assert_eq!(m.meta["min_created_at"], report["min_created_at"]);
+    for (k, f) in m.files.iter().enumerate() {
+        let day = at(from + k as i64 * DAY_US).format("%Y-%m-%d");
+        assert_eq!(f.name, format!("dt={day}/part-00000.parquet"));
+        assert_eq!(f.key, format!("{prefix}/{}/{}", m.version, f.name));
+        assert!(f.size > 0 && f.xxh3_128.len() == 32);
+    }
+
+    // The files hold every row, the flattened columns agree with the raw JSON, and rows are in time order.
+    let (c, src) = open_parquet(&m).await;
+    let (n, with_duration, purchases_with_amount, purchases): (i64, i64, i64, i64) = c
+        .query_row(
+            &format!(
+                "SELECT count(*), count(duration_ms), count(amount_cents) FILTER (WHERE event_type = 'purchase'), \
+                 count(*) FILTER (WHERE event_type = 'purchase') FROM {src}"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((n, with_duration, purchases_with_amount), (3000, 3000, purchases));
+    let (id, browser, raw): (i64, String, String) =
+        c.query_row(&format!("SELECT id, browser, metadata FROM {src} LIMIT 1"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let meta: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(meta["browser"], browser);
+    let pgc = pg();
+    let c2 = pgc.client().await.unwrap();
+    let stored: Value = c2.query_one("SELECT metadata FROM user_events WHERE id = $1", &[&id]).await.unwrap().get(0);
+    assert_eq!(stored, meta, "the raw JSON is kept as it is stored");
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_is_flattened_exactly_as_postgres_reads_it() {
+    let day = unique_midnight();
+    let ev = |meta: &str, t: EventType, k: i64| NewEvent {
+        user_id: 7,
+        event_type: t,
+        page_url: "/flat".into(),
+        metadata: meta.into(),
+        created_at_us: day + 3_600_000_000 + k,
+    };
+    let batch = vec![
+        ev(r#"{"duration_ms": 1.5, "browser": "firefox", "amount_cents": 1999}"#, EventType::Purchase, 0),
+        ev(r#"{"duration_ms": "12", "browser": {"x": 1}, "amount_cents": 12.5}"#, EventType::Purchase, 1),
+        ev(r#"{"country": "NL", "referrer": null}"#, EventType::Click, 2),
+    ];
+    quiver::ingest::insert(&pg(), &batch, None).await.unwrap();
+    let prefix = unique_prefix("flat");
+    let report = state(&prefix, 3).await.run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) }).await.unwrap();
+    assert_eq!((report.rows, report.files, report.partitioned_by_day), (3, 1, false));
+    let m = manifest(&prefix).await;
+    assert_eq!(m.files[0].name, "part-00000.parquet", "one day of data is not partitioned");
+    let (c, src) = open_parquet(&m).await;
+    let mut st = c.prepare(&format!("SELECT duration_ms, browser, country, referrer, amount_cents FROM {src} ORDER BY created_at")).unwrap();
+    type Flat = (Option<f64>, Option<String>, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<Flat> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(rows[0], (Some(1.5), Some("firefox".into()), None, None, Some(1999)));
+    assert_eq!(rows[1], (None, Some(r#"{"x": 1}"#.into()), None, None, None), "a string duration is not a duration");
+    assert_eq!(rows[2], (None, None, Some("NL".into()), None, None));
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_the_newest_versions() {
+    let day = unique_midnight();
+    seed_window(day + DAY_US, 1, 50).await;
+    let prefix = unique_prefix("retain");
+    let s = state(&prefix, 2).await;
+    let w = Window { from: Some(at(day)), to: Some(at(day + DAY_US)) };
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(s.run(&w).await.unwrap().version);
+    }
+    let kept = artifact::versions(&storage().await, &prefix).await.unwrap();
+    assert_eq!(kept, made[1..].to_vec(), "the oldest version is deleted, the newest two stay");
+    assert_eq!(manifest(&prefix).await.version, made[2]);
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_window_publishes_an_empty_snapshot_with_the_schema() {
+    let day = unique_midnight();
+    let prefix = unique_prefix("empty");
+    let r = state(&prefix, 3).await.run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) }).await.unwrap();
+    assert_eq!((r.rows, r.files), (0, 1));
+    let (c, src) = open_parquet(&manifest(&prefix).await).await;
+    let n: i64 = c.query_row(&format!("SELECT count(*) FROM {src}"), [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_parameters_are_400s_naming_them_and_a_second_export_is_409() {
+    let prefix = unique_prefix("bad");
+    let s = state(&prefix, 3).await;
+    let app = quiver::http::app(snapshot::routes(s.clone()));
+    for (q, param) in [
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("from=2026-10-02T00:00:00Z&to=2026-10-01T00:00:00Z", "to"),
+        ("event_type=click", "event_type"),
+    ] {
+        let (status, v) = send(&app, post(&format!("/snapshot?{q}"))).await;
+        assert_eq!(status, 400, "{q}: {v}");
+        assert_eq!(v["param"], param, "{q}: {v}");
+    }
+    let (status, _) = send(&app, http::Request::get("/snapshot").body(axum::body::Body::empty()).unwrap()).await;
+    assert_eq!(status, 405);
+
+    let day = unique_midnight();
+    let w = Window { from: Some(at(day)), to: Some(at(day + DAY_US)) };
+    let (a, b) = tokio::join!(s.run(&w), s.run(&w));
+    assert!(a.is_ok());
+    assert_eq!(b.unwrap_err().status(), 409, "one export at a time per instance");
+    delete_prefix(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_events_are_routed_as_http_or_schedule() {
+    let post_event = include_str!("../../../events/snapshot-post.json");
+    let schedule_event = include_str!("../../../events/snapshot-schedule.json");
+    let http: quiver::lambda::Invocation = serde_json::from_str(post_event).unwrap();
+    assert!(matches!(http, quiver::lambda::Invocation::Http(_)), "{http:?}");
+    let sched: quiver::lambda::Invocation = serde_json::from_str(schedule_event).unwrap();
+    assert!(matches!(sched, quiver::lambda::Invocation::Schedule(ref v) if v["detail-type"] == "Scheduled Event"));
+
+    // The HTTP sample goes through the routes as `cargo lambda invoke` sends it; the sample exports
+    // everything, so the test narrows it to an empty window of its own.
+    let prefix = unique_prefix("sample");
+    let app = quiver::http::app(snapshot::routes(state(&prefix, 3).await));
+    let req = lambda_http::request::from_str(post_event).unwrap();
+    assert_eq!((req.method().as_str(), req.uri().path()), ("POST", "/snapshot"));
+    let (mut parts, body) = req.into_parts();
+    let day = unique_midnight();
+    parts.uri = format!("/snapshot?{}", window_query(day, day + DAY_US)).parse().unwrap();
+    let req = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
+    let (status, v) = send(&app, req).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(manifest(&prefix).await.version, v["version"]);
+    delete_prefix(&prefix).await;
+}

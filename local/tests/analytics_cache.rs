@@ -1,0 +1,76 @@
+//! The analytics cache with its Valkey stopped mid-test, on a private Valkey: answers keep coming
+//! as `x-cache: BYPASS` (never a 5xx), and once Valkey is back the same instance caches again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::DateTime;
+use common::PrivateStack;
+use quiver::generate::{Generator, Shape};
+use quiver::snapshot::{Settings, Window};
+use tower::ServiceExt;
+
+const DAY_US: i64 = 86_400_000_000;
+
+async fn x_cache(app: &axum::Router) -> (u16, String) {
+    let req = http::Request::get("/analytics/summary").body(axum::body::Body::empty()).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    (res.status().as_u16(), res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
+    let stack = PrivateStack::new("analytics-valkey");
+    stack.ok(&["up", "--only", "valkey"]);
+    let mut cfg = quiver::testing::service_config();
+    cfg.valkey_url = Some(format!("redis://127.0.0.1:{}", stack.valkey));
+
+    // Events of our own, one day in the year ~5000, exported under a prefix of our own.
+    let day = 32_503_680_000_000_000 + (2000 * 365 + (std::process::id() as i64 % 500)) * DAY_US;
+    let pg = quiver::pg::Pg::new(&cfg).unwrap();
+    let shape = Shape { end_us: day + DAY_US, window_days: 1, ..Shape::default() };
+    quiver::ingest::bulk(&pg, &Generator::new(day as u64, shape), 0, 500, &|_| {}).await.unwrap();
+    let prefix = format!("test-valkey-{}/snapshots/user_events", std::process::id());
+    let settings = Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
+    let storage = quiver::storage::Storage::new(&cfg).await.unwrap();
+    let window = Window { from: DateTime::from_timestamp_micros(day), to: DateTime::from_timestamp_micros(day + DAY_US) };
+    quiver::snapshot::export(&pg, &storage, &settings, &window).await.unwrap();
+    let app = quiver::http::app(analytics::routes(analytics::Analytics::with_settings(&cfg, settings).await.unwrap()));
+
+    // The first call connects in the background and bypasses; then MISS, then HIT.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, c) = x_cache(&app).await;
+        assert_eq!(s, 200);
+        if c == "HIT" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no HIT with Valkey up (last: {c})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    stack.ok(&["down", "--only", "valkey"]);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (s, c) = x_cache(&app).await;
+        assert_eq!((s, c.as_str()), (200, "BYPASS"));
+        assert!(t.elapsed() < Duration::from_secs(1), "a bypass is fast: {:?}", t.elapsed());
+    }
+
+    stack.ok(&["up", "--only", "valkey"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, c) = x_cache(&app).await;
+        assert_eq!(s, 200, "never a 5xx");
+        if c == "HIT" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching did not resume without a restart (last: {c})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = storage.client.list_objects_v2().bucket(&storage.bucket).prefix(format!("{prefix}/")).send().await.unwrap();
+    for o in listed.contents() {
+        let _ = storage.client.delete_object().bucket(&storage.bucket).key(o.key().unwrap()).send().await;
+    }
+}
