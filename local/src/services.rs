@@ -225,15 +225,7 @@ pub async fn status() -> Result<()> {
 }
 
 /// A URL with its password replaced, for printing.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
+pub use quiver::config::redact;
 
 // ---- PostgreSQL -------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ pub struct ConfigError {
 }
 
 /// Every setting a Quiver function reads. Optional services are `None` until a function requires them.
-#[derive(Debug, Clone)]
+/// `Debug` prints the URLs with their passwords replaced, so a logged config leaks nothing.
+#[derive(Clone)]
 pub struct Config {
     /// `QUIVER_DATABASE_URL`: `postgres://user:pass@host:port/db`.
     pub database_url: Option<String>,
@@ -129,6 +130,40 @@ impl Config {
     }
 }
 
+/// `url` with its password, if any, replaced by `***`: what logs and messages may show.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.database_url.as_deref().map(redact))
+            .field("database_secret_arn", &self.database_secret_arn)
+            .field("valkey_url", &self.valkey_url.as_deref().map(redact))
+            .field("bucket", &self.bucket)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("region", &self.region)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("pg_timeout", &self.pg_timeout)
+            .field("pg_pool_size", &self.pg_pool_size)
+            .field("valkey_timeout", &self.valkey_timeout)
+            .field("s3_timeout", &self.s3_timeout)
+            .field("health_timeout", &self.health_timeout)
+            .field("memory_mb", &self.memory_mb)
+            .field("on_lambda", &self.on_lambda)
+            .field("tmp_dir", &self.tmp_dir)
+            .finish()
+    }
+}
+
 fn check_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     match url::Url::parse(value) {
         Ok(u) if schemes.contains(&u.scheme()) && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
@@ -165,6 +200,18 @@ mod tests {
         assert_eq!(c.pg_pool_size, 8);
         assert_eq!(c.region, "us-east-1");
         assert!(!c.on_lambda);
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let c = Config::from_vars(&vars(&[
+            ("QUIVER_DATABASE_URL", "postgres://quiver:hunter2-secret@db:5432/quiver"),
+            ("QUIVER_VALKEY_URL", "rediss://default:valkey-secret@cache:6379"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2-secret") && !shown.contains("valkey-secret"), "{shown}");
+        assert!(shown.contains("postgres://quiver:***@db:5432/quiver"), "{shown}");
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl Row {
     /// How many times faster than the reference, where both are times.
     pub fn ratio(&self) -> String {
         match (self.reference_ms, self.quiver_ms, self.path.as_str()) {
-            (Some(r), Some(q), p) if q > 0.0 && p != "artifact" => format!("{:.0}×", r / q),
+            (Some(r), Some(q), p) if q > 0.0 && p != "artifact" => match r / q {
+                x if x >= 10.0 => format!("{x:.0}×"),
+                x => format!("{x:.1}×"),
+            },
             _ => "—".into(),
         }
     }
@@ -83,7 +86,7 @@ const NOTES: &str = "\
 - The reference's \"509× faster\" compared a cold first call with warm later calls; nothing here does that.\n\
 - The reference's cache test summarized 3 records, not 50k; our MISS rows run the real summary over the stated number of events.\n\
 - Latency rows run one connection with client and server pinned to different cores (taskset) where marked \"pinned\"; throughput rows run unpinned at the stated connections.\n\
-- Cold starts spawn the function binary against a minimal Lambda runtime API built into quiver-local (median of N spawns; init = spawn → first `next`).\n";
+- Cold starts spawn the function binary against a minimal Lambda runtime API built into quiver-local (median of N spawns; init = spawn → first `next`). `snapshot` and `indexer` do their whole job (an export, an index build) in the first invocation, so their figure is the init alone.\n";
 
 pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
     let m = super::machine();
