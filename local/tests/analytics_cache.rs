@@ -11,7 +11,7 @@ use quiver::generate::{Generator, Shape};
 use quiver::snapshot::{Settings, Window};
 use tower::ServiceExt;
 
-const DAY_US: i64 = 86_400_000_000;
+use quiver::testing::DAY_US;
 
 async fn x_cache(app: &axum::Router) -> (u16, String) {
     let req = http::Request::get("/analytics/summary").body(axum::body::Body::empty()).unwrap();
@@ -27,7 +27,7 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
     cfg.valkey_url = Some(format!("redis://127.0.0.1:{}", stack.valkey));
 
     // Events of our own, one day in the year ~5000, exported under a prefix of our own.
-    let day = 32_503_680_000_000_000 + (2000 * 365 + (std::process::id() as i64 % 500)) * DAY_US;
+    let day = quiver::testing::unique_midnight_us();
     let pg = quiver::pg::Pg::new(&cfg).unwrap();
     let shape = Shape { end_us: day + DAY_US, window_days: 1, ..Shape::default() };
     quiver::ingest::bulk(&pg, &Generator::new(day as u64, shape), 0, 500, &|_| {}).await.unwrap();

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-const DAY_US: i64 = 86_400_000_000;
+use quiver::testing::DAY_US;
 const TASKS: usize = 8;
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 50;
@@ -40,8 +40,7 @@ fn get(uri: &str) -> http::Request<axum::body::Body> {
 async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() {
     let cfg = quiver::testing::service_config();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-    // A day in the years ~4000-6700 that no other run uses.
-    let day = 64_060_588_800_000_000 + (nanos / 1000 % 1_000_000) * DAY_US;
+    let day = quiver::testing::unique_midnight_us();
     let run = format!("{}-{}", std::process::id(), nanos % 1_000_000_000);
     let events_app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
 

@@ -1,46 +1,13 @@
 //! The Valkey cache against a real server: a private redis-server per test, so one can be stopped
 //! and restarted without disturbing anything else.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver::cache::{Cache, Entry, Key, Status};
-use quiver::testing::free_port;
+use quiver::testing::{free_port, PrivateValkey as Server};
 use quiver::valkey::Valkey;
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(port: u16) -> Self {
-        let bin = ["valkey-server", "redis-server"]
-            .into_iter()
-            .find(|b| Command::new(b).arg("--version").output().is_ok())
-            .expect("valkey-server or redis-server must be installed (apt-get install -y redis-server)");
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "{bin} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cache_on(port: u16) -> Cache {
     let v = Valkey::with_timeouts(&format!("redis://127.0.0.1:{port}"), Duration::from_millis(50), Duration::from_millis(300)).unwrap();

@@ -1,6 +1,5 @@
 //! `/health` against the real services started by `quiver-local up`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -30,36 +29,10 @@ async fn the_sample_event_reports_every_dependency_up() {
     }
 }
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn private_valkey(port: u16) -> Server {
-    let bin = ["valkey-server", "redis-server"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("valkey-server or redis-server must be installed (apt-get install -y redis-server)");
-    let child = Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "private {bin} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server(child)
-}
-
 #[tokio::test]
 async fn a_stopped_valkey_gives_503_naming_it_within_the_timeout() {
     let port = free_port();
-    let server = private_valkey(port);
+    let server = quiver::testing::PrivateValkey::start(port);
     let mut cfg = service_config();
     cfg.valkey_url = Some(format!("redis://127.0.0.1:{port}"));
     cfg.health_timeout = Duration::from_millis(500);

@@ -3,7 +3,6 @@
 //! seed's rows fall in it), exports only that window, and publishes under an S3 prefix of its own.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,22 +18,7 @@ use serde_json::Value;
 use snapshot::{Settings, Snapshot, Window};
 use tower::ServiceExt;
 
-const DAY_US: i64 = 86_400_000_000;
-/// 3000-01-01T00:00:00Z: far past any seeded or generated data.
-const BASE_US: i64 = 32_503_680_000_000_000;
-
-/// A midnight (UTC) that no other test uses: 8-day blocks from a random start per process, then
-/// consecutive blocks within it, so windows of up to 8 days never overlap.
-fn unique_midnight() -> i64 {
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = *BASE.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-        quiver::generate::Rng::new(nanos ^ (std::process::id() as u64) << 32).next_u64()
-    });
-    let block = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 125_000;
-    BASE_US + (block as i64 * 8 + 8) * DAY_US
-}
+use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 
 fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap()

@@ -93,7 +93,20 @@ pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
     let out = ctx.opts.out.clone().unwrap_or_else(|| crate::env::repo_root().join("bench/results"));
     std::fs::create_dir_all(&out)?;
     let date = chrono_date();
-    let stem = format!("{date}-{}{}", m.host, if ctx.opts.quick { "-quick" } else { "" });
+    // A partial or differently sized run gets its own files instead of replacing the full table.
+    let mut stem = format!("{date}-{}", m.host);
+    if ctx.opts.quick {
+        stem.push_str("-quick");
+    }
+    if ctx.opts.events != 7206 {
+        stem.push_str(&format!("-{}ev", ctx.opts.events));
+    }
+    if ctx.opts.docs != 10_000 {
+        stem.push_str(&format!("-{}docs", ctx.opts.docs));
+    }
+    if let Some(only) = &ctx.opts.only {
+        stem.push_str(&format!("-{}", only.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")));
+    }
     let params = serde_json::json!({
         "events": ctx.opts.events, "docs": ctx.opts.docs, "duration_s": ctx.opts.duration,
         "connections": ctx.opts.connections, "quick": ctx.opts.quick, "lambda": ctx.opts.lambda, "only": ctx.opts.only,
