@@ -51,10 +51,14 @@ pub struct Options {
     pub out: Option<std::path::PathBuf>,
 }
 
+/// The functions whose workloads also run through `cargo lambda watch` with `--lambda`.
+const LAMBDA_FUNCTIONS: &[&str] = &["analytics", "search", "process"];
+
 /// Shared by every workload: where the server is and how long to run.
 pub struct Ctx {
     pub serve: SocketAddr,
-    pub lambda: Option<SocketAddr>,
+    /// `cargo lambda watch` per function, with `--lambda`.
+    pub lambda: Vec<(String, SocketAddr)>,
     pub opts: Options,
     pub server_pid: u32,
 }
@@ -119,29 +123,42 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
         .spawn()
         .context("starting quiver-local serve")?;
     wait_http(addr, "/health", Duration::from_secs(60)).await?;
-    let mut watch = None;
-    let lambda = if opts.lambda {
-        let port = free_addr()?.port();
-        let child = tokio::process::Command::new("cargo")
-            .args(["lambda", "watch", "--ignore-changes", "--env-file", "local/.env.local", "-A", "127.0.0.1", "-P", &port.to_string()])
-            .current_dir(crate::env::repo_root())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting cargo lambda watch (is cargo-lambda installed? local/bootstrap.sh installs it)")?;
-        watch = Some(child);
-        let a: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        wait_http(a, "/lambda-url/health/health", Duration::from_secs(900)).await?;
-        Some(a)
-    } else {
-        None
-    };
+    // One `cargo lambda watch` per function measured on the Lambda path, each started from the
+    // function's own directory: `cargo run` there builds that package alone, with its own features,
+    // as Lambda packaging does (and reuses what `cargo build -p NAME` built), instead of one
+    // workspace-wide build that unifies every function's features.
+    let mut watches = Vec::new();
+    let mut lambda = Vec::new();
+    if opts.lambda {
+        let root = crate::env::repo_root();
+        for name in LAMBDA_FUNCTIONS {
+            let port = free_addr()?.port();
+            let mut child = tokio::process::Command::new("cargo")
+                .args(["lambda", "watch", "--ignore-changes", "--env-file"])
+                .arg(root.join("local/.env.local"))
+                .args(["-A", "127.0.0.1", "-P", &port.to_string()])
+                .current_dir(root.join("functions").join(name))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting cargo lambda watch (is cargo-lambda installed? local/bootstrap.sh installs it)")?;
+            let a: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            eprintln!("bench: waiting for {name} under cargo lambda watch on {a}");
+            let probe = format!("/lambda-url/{name}/");
+            tokio::select! {
+                ready = wait_http(a, &probe, Duration::from_secs(900)) => ready?,
+                status = child.wait() => bail!("cargo lambda watch for {name} exited ({status:?}) before answering: is cargo-lambda on PATH? (source local/bootstrap.sh)"),
+            }
+            watches.push(child);
+            lambda.push((name.to_string(), a));
+        }
+    }
     let ctx = Ctx { serve: addr, lambda, server_pid: server.id().unwrap_or(0), opts: opts.clone() };
     let rows = workloads::run_all(&ctx).await;
     let _ = server.kill().await;
-    if let Some(mut w) = watch {
+    for mut w in watches {
         let _ = w.kill().await;
     }
     report::write(&ctx, &rows, started.elapsed())?;

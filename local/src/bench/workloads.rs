@@ -291,7 +291,7 @@ async fn indexing(ctx: &Ctx) -> Result<Vec<Row>> {
 /// behind the Lambda emulator. One instance per function serves one request at a time, so no
 /// throughput is reported on this path.
 async fn through_lambda(ctx: &Ctx, id: &str, name: &str, function: &str, requests: Vec<Req>, reference: &str, reference_ms: Option<f64>, target: &str) -> Result<Option<Row>> {
-    let Some(addr) = ctx.lambda else { return Ok(None) };
+    let Some(addr) = ctx.lambda.iter().find(|(f, _)| f == function).map(|(_, a)| *a) else { return Ok(None) };
     let requests = requests.into_iter().map(|mut r| {
         r.path = format!("/lambda-url/{function}{}", r.path);
         r
