@@ -176,6 +176,18 @@ fn check_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), Con
     }
 }
 
+/// A whole-number setting from the process environment within `range`, `default` when unset or
+/// blank; the error names the variable. For the functions' own settings (`QUIVER_INDEX_CHECK_S`, ...).
+pub fn setting(var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    setting_in(&std::env::vars().collect(), var, default, range)
+}
+
+/// [`setting`], read from a map of variables (tests use this instead of the process environment).
+pub fn setting_in(vars: &HashMap<String, String>, var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    let value = vars.get(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    number(var, value, default, *range.start(), *range.end())
+}
+
 fn number(var: &'static str, value: Option<String>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     let Some(v) = value else { return Ok(default) };
     match v.parse::<u64>() {

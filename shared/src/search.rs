@@ -33,7 +33,6 @@ use tantivy::schema::{
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DateTime, Directory, Document, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
 
-use crate::config::ConfigError;
 use crate::error::{Error, FieldError, Result};
 use crate::generate::Rng;
 
@@ -864,19 +863,6 @@ pub fn escape_html(s: &str) -> String {
         }
     }
     out
-}
-
-/// A whole-number setting from the environment within `range`, `default` when unset; the error
-/// names the variable (for the functions' own settings, e.g. `QUIVER_INDEX_CHECK_S`).
-pub fn setting(var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> std::result::Result<u64, ConfigError> {
-    match std::env::var(var).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if range.contains(&n) => Ok(n),
-            Ok(n) => Err(ConfigError { var, problem: format!("{n} is outside {}..={}", range.start(), range.end()) }),
-            Err(_) => Err(ConfigError { var, problem: format!("{v:?} is not a whole number") }),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -80,16 +80,7 @@ impl Settings {
 
     /// Reads the variables from a map; tests use this instead of the process environment.
     pub fn from_vars(cfg: &Config, vars: &HashMap<String, String>) -> std::result::Result<Self, ConfigError> {
-        let num = |var: &'static str, default: u64, min: u64, max: u64| -> std::result::Result<u64, ConfigError> {
-            match vars.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                None => Ok(default),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    Ok(n) => Err(ConfigError { var, problem: format!("{n} is outside {min}..={max}") }),
-                    Err(_) => Err(ConfigError { var, problem: format!("{v:?} is not a whole number") }),
-                },
-            }
-        };
+        let num = |var: &'static str, default: u64, min: u64, max: u64| crate::config::setting_in(vars, var, default, min..=max);
         let tmp_dir = PathBuf::from(&cfg.tmp_dir);
         Ok(Settings {
             prefix: PREFIX.to_string(),

@@ -57,7 +57,7 @@ impl Settings {
         let nonempty = |v: &str| std::env::var(v).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         Ok(Settings {
             prefix: nonempty("QUIVER_INDEX_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into()),
-            keep: search::setting("QUIVER_KEEP_VERSIONS", 3, 1..=1000)? as usize,
+            keep: quiver::config::setting("QUIVER_KEEP_VERSIONS", 3, 1..=1000)? as usize,
             work_dir: PathBuf::from(&cfg.tmp_dir).join("quiver-indexer"),
             source_key: nonempty("QUIVER_INDEX_SOURCE_KEY"),
             build: BuildOptions::for_memory(cfg.memory_mb),

@@ -51,7 +51,7 @@ impl Settings {
         Ok(Settings {
             prefix: std::env::var("QUIVER_INDEX_PREFIX").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| DEFAULT_PREFIX.into()),
             dir: PathBuf::from(&cfg.tmp_dir).join("quiver-search"),
-            check_every: Duration::from_secs(search::setting("QUIVER_INDEX_CHECK_S", 30, 0..=86_400)?),
+            check_every: Duration::from_secs(quiver::config::setting("QUIVER_INDEX_CHECK_S", 30, 0..=86_400)?),
         })
     }
 }
