@@ -41,8 +41,21 @@ fi
 over=()
 for name in "${names[@]}"; do
   [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
-  printf '\033[1m==> cargo lambda build --release --arm64 -p %s\033[0m\n' "$name" >&2
-  cargo lambda build --release --arm64 -p "$name" --output-format zip
+  compiler=() cross_env=()
+  if grep -q '"duckdb"' "functions/$name/Cargo.toml"; then
+    # zig compiles DuckDB's C++ but rejects the whole-archive flag DuckDB's static extension
+    # library needs at the link, so DuckDB functions use the GNU cross toolchain instead.
+    command -v aarch64-linux-gnu-g++ >/dev/null || {
+      echo "aarch64-linux-gnu-g++ not found: sudo apt-get install g++-aarch64-linux-gnu" >&2
+      exit 1
+    }
+    cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+      CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc)
+    compiler=(--compiler cargo)
+  fi
+  printf '\033[1m==> cargo lambda build --release --arm64 %s-p %s\033[0m\n' "${compiler[*]:+${compiler[*]} }" "$name" >&2
+  env "${cross_env[@]}" cargo lambda build --release --arm64 "${compiler[@]}" -p "$name" --output-format zip
   built="$CARGO_TARGET_DIR/lambda/$name/bootstrap.zip"
   out="target/lambda/$name/bootstrap.zip"
   mkdir -p "$(dirname "$out")"
