@@ -33,6 +33,8 @@ enum Cmd {
         #[arg(long)]
         addr: Option<String>,
     },
+    /// Print the OpenAPI 3.1 document of every route (what `GET /openapi.json` serves).
+    Openapi,
     /// Run the embedded S3-compatible server in the foreground (what `up` starts in the background).
     S3 {
         #[arg(long)]
@@ -87,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Down { only } => services::down(only).await,
         Cmd::Status => services::status().await,
         Cmd::Serve { addr } => serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await,
+        Cmd::Openapi => {
+            print!("{}", serve::openapi_json());
+            Ok(())
+        }
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
         Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
         Cmd::Snapshot { prefix, from, to, keep } => {

@@ -17,6 +17,28 @@ pub async fn router(cfg: quiver::Config) -> anyhow::Result<Router> {
     Ok(quiver::http::app(routes))
 }
 
+/// The bundle's OpenAPI document, from every function's routes (`quiver-local openapi` prints
+/// it; `functions/health/openapi.json` is a copy that a test keeps equal).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    quiver::openapi::finish([
+        health::api().into_openapi(),
+        events::api().into_openapi(),
+        pg_benchmark::api().into_openapi(),
+        process::api().into_openapi(),
+        indexer::api().into_openapi(),
+        search::api().into_openapi(),
+        ::snapshot::api().into_openapi(),
+        analytics::api().into_openapi(),
+    ])
+}
+
+/// The document as committed: pretty JSON with a trailing newline.
+pub fn openapi_json() -> String {
+    let mut s = openapi().to_pretty_json().expect("the OpenAPI document serializes");
+    s.push('\n');
+    s
+}
+
 pub async fn run(addr: Option<String>) -> anyhow::Result<()> {
     let addr = addr.unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = router(quiver::Config::from_env()?).await?;

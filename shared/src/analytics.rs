@@ -19,6 +19,21 @@ pub struct Filters {
     pub event_type: Option<EventType>,
 }
 
+/// The filters as query parameters (documentation only: `Filters::from_params` parses them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct FilterParams {
+    /// Inclusive lower bound on `created_at`, RFC 3339.
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<String>,
+    /// Exclusive upper bound on `created_at`, RFC 3339.
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<String>,
+    /// Only events of this type.
+    event_type: Option<EventType>,
+}
+
 impl Filters {
     pub fn from_params(p: &Params) -> Result<Self> {
         let time = |name: &str| -> Result<Option<DateTime<Utc>>> {
@@ -55,11 +70,12 @@ impl Filters {
 }
 
 /// `GET /analytics/summary`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Summary {
     pub total_events: i64,
     pub unique_users: i64,
     /// A count for every type, zero included.
+    #[schema(value_type = BTreeMap<String, i64>)]
     pub events_by_type: BTreeMap<&'static str, i64>,
     /// Rounded to 3 decimals; `null` when no event has a numeric `metadata.duration_ms`.
     pub avg_duration_ms: Option<f64>,
@@ -68,7 +84,7 @@ pub struct Summary {
 }
 
 /// One page of the funnel.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FunnelRow {
     pub page_url: String,
     pub page_views: i64,

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 
 /// One problem in a request, pointing at the parameter, line or index it concerns.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where: a parameter name, `[3].user_id` or `line 7: event_type`.
     pub at: String,
@@ -130,8 +130,9 @@ impl Error {
 }
 
 /// RFC 9457 problem details, with Quiver's extension members.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// `urn:quiver:problem:<slug>`, e.g. `urn:quiver:problem:bad-request`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -143,7 +144,9 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// The dependency that is down (503 only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub dependency: Option<&'static str>,
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, FieldError, Result};
 
 /// The five kinds of event; the table has a CHECK for the same list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     PageView,
@@ -58,15 +58,45 @@ pub struct NewEvent {
 }
 
 /// A stored event, as the API returns it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub user_id: i32,
     pub event_type: EventType,
     pub page_url: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
+}
+
+/// One event as `POST /events` reads it (documentation only: `validate` is the parser, and
+/// reports every problem, up to 20, with its index or line).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EventInput {
+    #[schema(minimum = 1, maximum = 2147483647)]
+    user_id: i32,
+    event_type: EventType,
+    /// 1 to 2,048 bytes, without NUL.
+    #[schema(min_length = 1, max_length = 2048)]
+    page_url: String,
+    /// At most 8 KiB of JSON; `{}` when absent.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// RFC 3339; now when absent.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    created_at: Option<String>,
+}
+
+/// The JSON body of `POST /events`: one event or an array of up to 10,000.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EventsBody {
+    One(EventInput),
+    Many(Vec<EventInput>),
 }
 
 /// RFC 3339 with microseconds and `Z`, the one timestamp format of the API.

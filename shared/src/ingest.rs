@@ -15,7 +15,7 @@ use crate::generate::Generator;
 use crate::pg::Pg;
 
 /// What a write reports.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Inserted {
     pub inserted: u64,
     pub first_id: i64,

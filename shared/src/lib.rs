@@ -17,6 +17,7 @@ pub mod lambda;
 pub mod ingest;
 #[cfg(feature = "pg")]
 pub mod migrate;
+pub mod openapi;
 #[cfg(feature = "pg")]
 pub mod pg;
 pub mod analytics;

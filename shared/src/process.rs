@@ -61,6 +61,34 @@ pub struct Columns {
     pub tag_names: Vec<String>,
 }
 
+/// The `POST /process` body (documentation only: `parse` validates while it reads the bytes).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchInput {
+    #[schema(min_length = 1, max_length = 128)]
+    batch_id: String,
+    /// 1 to 100,000 points.
+    #[schema(min_items = 1, max_items = 100000)]
+    data: Vec<PointInput>,
+}
+
+/// One point of a batch.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PointInput {
+    id: i64,
+    /// RFC 3339 (1970 to 9999), or epoch seconds.
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: String,
+    #[schema(pattern = "^[A-Z]{1,64}$")]
+    category: String,
+    #[schema(minimum = 0, maximum = 1000)]
+    value: f64,
+    /// At most 32 tags of 1 to 64 characters.
+    #[schema(max_items = 32)]
+    tags: Vec<String>,
+}
+
 /// A parsed `POST /process` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -69,7 +97,8 @@ pub struct Batch {
 }
 
 /// What `aggregate` computes: the reference's response, with deterministic ordering.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = BatchStats)]
 pub struct Stats {
     pub total_records: u64,
     pub mean_value: f64,
@@ -84,7 +113,7 @@ pub struct Stats {
 }
 
 /// One category's share of the batch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CategoryStats {
     pub category: String,
     pub count: u64,
@@ -94,7 +123,7 @@ pub struct CategoryStats {
 }
 
 /// How many times a tag occurs in the batch (a tag listed twice on one point counts twice).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TagCount {
     pub tag: String,
     pub count: u64,

@@ -414,7 +414,7 @@ impl<'a> FromSql<'a> for Micros {
 // ---- the benchmark ------------------------------------------------------------------------------
 
 /// avg / min / p50 / max of one measure, in ms.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Spread {
     pub avg: f64,
     pub min: f64,
@@ -468,11 +468,15 @@ impl<T: Serialize> Serialize for ByApproach<T> {
 }
 
 /// Which approach was fastest, and each one's speedup over `dynamic` (dynamic / theirs).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Comparison {
+    #[schema(value_type = String)]
     pub fastest: &'static str,
     /// The figure compared: `p50 total_ms` for the repeated benchmark, `total_time_ms` for one pass.
+    #[schema(value_type = String)]
     pub basis: &'static str,
+    /// By approach: `dynamic`, `typed`, `polars`, `copy_binary`.
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub speedup_vs_dynamic: ByApproach<f64>,
 }
 
@@ -486,7 +490,8 @@ impl Comparison {
 }
 
 /// One approach's figures over the counted runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = DecodeStats)]
 pub struct Stats {
     pub query_ms: Spread,
     pub decode_ms: Spread,
@@ -500,12 +505,14 @@ pub struct Stats {
 }
 
 /// `GET /samples/pg/benchmark`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = DecodeReport)]
 pub struct Report {
     pub dataset_size: usize,
     pub user_id: i32,
     pub limit: i64,
     pub runs: usize,
+    #[schema(value_type = BTreeMap<String, Stats>)]
     pub approaches: ByApproach<Stats>,
     pub comparison: Comparison,
     /// Whether every approach's body was byte-identical to `typed`'s in the warm-up round.
@@ -514,7 +521,7 @@ pub struct Report {
 }
 
 /// One approach's figures in the reference's "all approaches" shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Pass {
     pub query_time_ms: f64,
     pub parse_time_ms: f64,
@@ -523,9 +530,10 @@ pub struct Pass {
 }
 
 /// `GET /samples/pg/benchmark-all`, in the reference's shape.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PassReport {
     pub dataset_size: usize,
+    #[schema(value_type = BTreeMap<String, Pass>)]
     pub approaches: ByApproach<Pass>,
     pub comparison: Comparison,
     pub identical_json: bool,

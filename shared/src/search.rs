@@ -762,7 +762,7 @@ pub struct SearchQuery<'a> {
     pub to: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Hit {
     pub id: u64,
     pub title: String,

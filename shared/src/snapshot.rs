@@ -148,7 +148,7 @@ pub struct Window {
 }
 
 /// What one export did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExportReport {
     pub version: String,
     pub prefix: String,

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use quiver::analytics::{self, Filters};
+use quiver::analytics::{self, FilterParams, Filters, FunnelRow, Summary};
 use quiver::artifact::Loaded;
 use quiver::cache::{Cache, Entry, Key, Status};
 use quiver::config::ConfigError;
@@ -24,6 +23,8 @@ use quiver::snapshot::{Settings, Snapshots, Table};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The function name in cache keys.
 pub const FUNCTION: &str = "analytics";
@@ -121,12 +122,55 @@ impl Analytics {
     }
 }
 
+/// The routes, each registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Analytics>> {
+    OpenApiRouter::new().routes(routes!(summary)).routes(routes!(funnel)).routes(routes!(compare))
+}
+
 pub fn routes(state: Arc<Analytics>) -> Router {
-    Router::new()
-        .route(SUMMARY, get(summary))
-        .route(FUNNEL, get(funnel))
-        .route("/analytics/compare", get(compare))
-        .with_state(state)
+    Router::from(api()).with_state(state)
+}
+
+/// `source` and `cache` (documentation only: `Query::parse` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct SourceParams {
+    /// `duckdb` (default): the newest snapshot; `postgres`: the live table, never cached.
+    source: Option<Source>,
+    /// `off` computes without asking the cache (default `on`).
+    cache: Option<CacheMode>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum Source {
+    Duckdb,
+    Postgres,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum CacheMode {
+    On,
+    Off,
+}
+
+/// The body of `GET /analytics/compare` (documentation only: it is written by hand, around the
+/// cached summary's bytes).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Compare {
+    /// `duckdb` on a MISS or BYPASS, `valkey` on a HIT.
+    source: String,
+    cache_hit: bool,
+    cache_lookup_us: u64,
+    processing_ms: f64,
+    total_ms: f64,
+    data_version: String,
+    summary: Summary,
 }
 
 /// The parameters of `summary` and `funnel`: the shared filters, `source` and `cache`.
@@ -164,6 +208,10 @@ async fn postgres_answer<T: Serialize>(fut: impl std::future::Future<Output = Re
     Ok(res)
 }
 
+/// Event counts, users, average duration and time range, from DuckDB over the newest snapshot
+/// (cached under the snapshot version) or from PostgreSQL.
+#[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(FilterParams, SourceParams),
+    responses((status = 200, description = "The summary; `x-cache` says HIT, MISS or BYPASS and `x-data-version` which snapshot.", body = Summary)))]
 async fn summary(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
     let q = Query::parse(&uri)?;
     if q.postgres {
@@ -172,6 +220,9 @@ async fn summary(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) 
     s.duck_answer(SUMMARY, &q, &headers, Table::summary).await
 }
 
+/// Page views, clicks and conversions for the 20 busiest pages.
+#[utoipa::path(get, path = "/analytics/funnel", tag = "analytics", params(FilterParams, SourceParams),
+    responses((status = 200, description = "One row per page, busiest first.", body = Vec<FunnelRow>)))]
 async fn funnel(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
     let q = Query::parse(&uri)?;
     if q.postgres {
@@ -183,6 +234,8 @@ async fn funnel(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -
 /// `GET /analytics/compare`: the summary through the cache, with what it cost. It shares the
 /// summary's cache key (filters + snapshot version), so nothing that never repeats goes into it,
 /// and nothing is computed before the cache is asked.
+#[utoipa::path(get, path = "/analytics/compare", tag = "analytics", params(FilterParams),
+    responses((status = 200, description = "The summary with the cache's part in it.", body = Compare)))]
 async fn compare(State(s): State<Arc<Analytics>>, uri: Uri) -> Result<Response> {
     let started = Instant::now();
     let p = Params::from_uri(&uri)?;

@@ -8,18 +8,20 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use quiver::config::ConfigError;
-use quiver::events::{BodyFormat, Cursor};
+use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
 use quiver::http::{json, read_body, Params, MAX_BODY_BYTES};
-use quiver::ingest::{self, Outcome, MAX_IDEMPOTENCY_KEY};
+use quiver::error::Problem;
+use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
 use tokio::sync::OnceCell;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most events one bulk request may generate.
 pub const MAX_BULK: u64 = 1_000_000;
@@ -42,12 +44,13 @@ impl Events {
     }
 }
 
+/// The routes, each registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Events>> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(bulk)).routes(routes!(list))
+}
+
 pub fn routes(state: Arc<Events>) -> Router {
-    Router::new()
-        .route("/events", post(create))
-        .route("/events/bulk", post(bulk))
-        .route("/events/{user_id}", get(list))
-        .with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -58,6 +61,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     })
 }
 
+/// Writes one event, a JSON array or NDJSON in one transaction: every row or none.
+#[utoipa::path(post, path = "/events", tag = "events",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 128 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409.")),
+    request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB.",
+        content((EventsBody = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 201, description = "Every event written (or an idempotent replay, with `idempotent-replayed: true`).", body = Inserted),
+        (status = 409, description = "The Idempotency-Key was used with another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over 6 MB or over 10,000 events; `limit` says which.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor NDJSON.", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) -> Result<Response> {
     let format = BodyFormat::from_content_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
     let key = idempotency_key(&headers)?;
@@ -85,14 +100,22 @@ async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) ->
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Page {
     user_id: i32,
     count: usize,
-    events: Vec<quiver::events::Event>,
+    events: Vec<Event>,
     next_cursor: Option<String>,
 }
 
+/// A user's events, newest first, with keyset pagination.
+#[utoipa::path(get, path = "/events/{user_id}", tag = "events",
+    params(
+        ("user_id" = i32, Path, minimum = 1, description = "The user."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)."),
+        ("cursor" = Option<String>, Query, max_length = 64, description = "`next_cursor` of the previous page."),
+    ),
+    responses((status = 200, description = "One page; `next_cursor` is null on the last.", body = Page)))]
 async fn list(State(s): State<Arc<Events>>, Path(user_id): Path<String>, uri: Uri) -> Result<Response> {
     let user_id: i32 = user_id
         .parse()
@@ -106,7 +129,7 @@ async fn list(State(s): State<Arc<Events>>, Path(user_id): Path<String>, uri: Ur
     Ok(json(StatusCode::OK, &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BulkReport {
     inserted: u64,
     first_id: i64,
@@ -116,6 +139,13 @@ struct BulkReport {
     rows_per_s: u64,
 }
 
+/// The reference's bulk-insert benchmark: `count` generated events through one binary COPY.
+#[utoipa::path(post, path = "/events/bulk", tag = "events",
+    params(
+        ("count" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "How many events (default 1,000)."),
+        ("seed" = Option<u64>, Query, description = "Generator seed (default: the current time)."),
+    ),
+    responses((status = 201, description = "Every event written.", body = BulkReport)))]
 async fn bulk(State(s): State<Arc<Events>>, uri: Uri) -> Result<Response> {
     let p = Params::from_uri(&uri)?;
     let count: u64 = p.number("count", Some(1000), 1..=MAX_BULK)?;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode, Uri};
@@ -23,6 +22,8 @@ use quiver::search::{self, BuildOptions, Corpus, Doc, JsonlDocs, BUNDLE, DEFAULT
 use quiver::storage::{s3_error, Storage};
 use quiver::{Config, Error, Result};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use tokio::io::AsyncWriteExt;
 
 /// Most documents a generated corpus may have.
@@ -89,7 +90,8 @@ impl Source {
 }
 
 /// What one run did, with the time each step took.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = IndexReport)]
 pub struct Report {
     pub version: String,
     pub source: String,
@@ -309,12 +311,31 @@ impl Detail {
     }
 }
 
+/// The route, registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Indexer>> {
+    OpenApiRouter::new().routes(routes!(index))
+}
+
 pub fn routes(state: Arc<Indexer>) -> Router {
-    Router::new().route("/index", post(index)).with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// `POST /index?corpus=reference|realistic&docs=N&seed=S`, `POST /index?key=path.jsonl`, or a
 /// JSONL body; nothing at all indexes the default source.
+#[utoipa::path(post, path = "/index", tag = "search",
+    params(
+        ("corpus" = Option<String>, Query, description = "A generated corpus: `reference` (the reference's 10,000 templated documents) or `realistic`."),
+        ("docs" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "Documents to generate (default 10,000; with `corpus`)."),
+        ("seed" = Option<u64>, Query, description = "Generator seed (default 42; with `corpus`)."),
+        ("key" = Option<String>, Query, min_length = 1, max_length = 1024, description = "A JSONL object in the bucket instead."),
+    ),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "Optional: JSONL of `{id, title, body, tags?, created_at?}` (at most 6 MB), instead of `corpus` or `key`."),
+    responses(
+        (status = 201, description = "Indexed, packed, uploaded and published.", body = Report),
+        (status = 413, description = "A body over 6 MB.", body = quiver::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSONL.", body = quiver::error::Problem, content_type = "application/problem+json"),
+    ))]
 async fn index(State(s): State<Arc<Indexer>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response> {
     if let Some(raw) = uri.query() {
         for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use http::{StatusCode, Uri};
 use quiver::config::ConfigError;
@@ -14,6 +13,8 @@ use quiver::http::{json, Params};
 use quiver::pg::Pg;
 use quiver::{rows, Config, Result};
 use tokio::sync::OnceCell;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most rows one approach may fetch.
 pub const MAX_LIMIT: i64 = 10_000;
@@ -44,11 +45,26 @@ impl PgBenchmark {
     }
 }
 
+/// The routes, each registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<PgBenchmark>> {
+    OpenApiRouter::new().routes(routes!(benchmark)).routes(routes!(benchmark_all))
+}
+
 pub fn routes(state: Arc<PgBenchmark>) -> Router {
-    Router::new()
-        .route("/samples/pg/benchmark", get(benchmark))
-        .route("/samples/pg/benchmark-all", get(benchmark_all))
-        .with_state(state)
+    Router::from(api()).with_state(state)
+}
+
+/// `user_id` and `limit` (documentation only: `target` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct Target {
+    /// Whose newest events to fetch (default 1).
+    #[param(minimum = 1, maximum = 2147483647)]
+    user_id: Option<i32>,
+    /// Rows each approach fetches (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<i64>,
 }
 
 /// `user_id` (default 1) and `limit` (default 100), each a 400 naming it when out of range.
@@ -58,6 +74,11 @@ fn target(p: &Params) -> Result<(i32, i64)> {
 
 /// The decoding runs on the request's own task rather than `spawn_blocking`: a thread hop would
 /// land inside the timings it measures, and the limits bound the work.
+/// Each row-decoding approach (`dynamic`, `typed`, `polars`, `copy_binary`) timed over `runs`
+/// rounds after a warm-up, with query and decode apart.
+#[utoipa::path(get, path = "/samples/pg/benchmark", tag = "pg-benchmark",
+    params(Target, ("runs" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Counted rounds (default 5).")),
+    responses((status = 200, description = "Percentiles per approach and which was fastest.", body = rows::Report)))]
 async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
     let p = Params::from_uri(&uri)?;
     let (user_id, limit) = target(&p)?;
@@ -66,6 +87,9 @@ async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Respon
     Ok(json(StatusCode::OK, &report))
 }
 
+/// One pass of every approach, in the reference's "Comprehensive Comparison" shape.
+#[utoipa::path(get, path = "/samples/pg/benchmark-all", tag = "pg-benchmark", params(Target),
+    responses((status = 200, description = "Each approach's times for one pass.", body = rows::PassReport)))]
 async fn benchmark_all(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
     let (user_id, limit) = target(&Params::from_uri(&uri)?)?;
     let report = rows::one_pass(s.pg().await?, user_id, limit).await?;

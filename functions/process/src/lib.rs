@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, StatusCode, Uri};
 use quiver::cache::{Cache, Entry, Key};
@@ -31,6 +30,8 @@ use quiver::http::{read_body, Params, ServerTiming, MAX_BODY_BYTES};
 use quiver::process::{self, Stats, MAX_GENERATED};
 use quiver::{Config, Error, Result};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Part of every cache key: bump it when the response's shape or the statistics change.
 const RESULT_VERSION: &[u8] = b"process-v1";
@@ -56,8 +57,13 @@ impl Process {
     }
 }
 
+/// The routes, each registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Process>> {
+    OpenApiRouter::new().routes(routes!(generated, batch))
+}
+
 pub fn routes(state: Arc<Process>) -> Router {
-    Router::new().route("/process", get(generated).post(batch)).with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// Milliseconds with microsecond resolution, as reported in bodies.
@@ -65,14 +71,14 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchTimings {
     parse_ms: f64,
     process_ms: f64,
     total_ms: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchReport {
     batch_id: String,
     #[serde(flatten)]
@@ -80,14 +86,14 @@ struct BatchReport {
     timings: BatchTimings,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GeneratedTimings {
     generation_ms: f64,
     process_ms: f64,
     total_ms: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GeneratedReport {
     size: usize,
     seed: u64,
@@ -127,6 +133,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
     }
 }
 
+/// Statistics of a batch of points, with Polars; an identical body is a cache HIT.
+#[utoipa::path(post, path = "/process", tag = "process",
+    request_body(content = process::BatchInput, content_type = "application/json",
+        description = "At most 6 MB and 100,000 points. Every problem (up to 20) is listed in the 400."),
+    responses(
+        (status = 200, description = "The statistics and how long each step took; `x-cache` says HIT, MISS or BYPASS.", body = BatchReport),
+        (status = 413, description = "Over 6 MB or over 100,000 points.", body = quiver::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON.", body = quiver::error::Problem, content_type = "application/problem+json"),
+    ))]
 async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) -> Result<Response> {
     let started = Instant::now();
     check_content_type(&headers)?;
@@ -154,6 +169,13 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
     Ok(lookup.entry.respond(lookup.status, &headers, ServerTiming::default().add("cache", lookup.lookup)))
 }
 
+/// Generates `size` points and computes their statistics: the reference's processing benchmark.
+#[utoipa::path(get, path = "/process", tag = "process",
+    params(
+        ("size" = Option<usize>, Query, minimum = 1, maximum = 5000000, description = "Points to generate (default 50,000)."),
+        ("seed" = Option<u64>, Query, description = "With a seed the answer is deterministic and cached; without one a fresh seed is used and returned."),
+    ),
+    responses((status = 200, description = "The statistics, with generation and processing timed apart.", body = GeneratedReport)))]
 async fn generated(State(s): State<Arc<Process>>, headers: HeaderMap, uri: Uri) -> Result<Response> {
     let started = Instant::now();
     let p = Params::from_uri(&uri)?;

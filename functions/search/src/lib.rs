@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use http::{HeaderMap, HeaderValue, Uri};
 use quiver::artifact::{Loaded, Manifest, Tracker};
@@ -23,6 +22,8 @@ use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The function name in cache keys.
 pub const FUNCTION: &str = "search";
@@ -137,8 +138,13 @@ async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
     .map_err(|e| Error::Internal(format!("opening the index: {e}")))?
 }
 
+/// The route, registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Search>> {
+    OpenApiRouter::new().routes(routes!(search_route))
+}
+
 pub fn routes(state: Arc<Search>) -> Router {
-    Router::new().route(ROUTE, get(search_route)).with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// A validated `GET /search`.
@@ -220,15 +226,29 @@ impl Query {
 }
 
 /// The response body.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Answer<'a> {
     query: &'a str,
+    /// Exact: every matching document, not only this page.
     total_hits: u64,
     took_us: u64,
     index_version: &'a str,
+    #[schema(value_type = Vec<Hit>)]
     results: &'a [Hit],
 }
 
+/// Full-text search over the newest index, cached under the index version.
+#[utoipa::path(get, path = "/search", tag = "search",
+    params(
+        ("q" = String, Query, min_length = 1, max_length = 1024,
+            description = "Tantivy query syntax: terms, \"phrases\", AND/OR, field:term (title, body). A syntax error is 400."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Results per page (default 10)."),
+        ("offset" = Option<usize>, Query, minimum = 0, maximum = 10000, description = "Results to skip (default 0)."),
+        ("tag" = Option<String>, Query, pattern = "^[A-Za-z0-9._+#-]{1,64}$", description = "Only documents with this tag."),
+        ("from" = Option<String>, Query, description = "`created_at` at or after: RFC 3339 or YYYY-MM-DD."),
+        ("to" = Option<String>, Query, description = "`created_at` at or before: RFC 3339 or YYYY-MM-DD (a date includes the whole day)."),
+    ),
+    responses((status = 200, description = "One page of hits; `x-cache` and `x-index-version` headers.", body = Answer)))]
 async fn search_route(State(s): State<Arc<Search>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
     let started = Instant::now();
     let q = Query::parse(uri.query())?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
 use axum::Router;
 use http::{StatusCode, Uri};
 use quiver::analytics::Filters;
@@ -15,6 +14,8 @@ use quiver::http::{json, Params};
 use quiver::pg::Pg;
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use quiver::snapshot::{ExportReport, Settings, Window};
 
@@ -60,11 +61,25 @@ impl Snapshot {
     }
 }
 
+/// The route, registered with its OpenAPI entry.
+pub fn api() -> OpenApiRouter<Arc<Snapshot>> {
+    OpenApiRouter::new().routes(routes!(create))
+}
+
 pub fn routes(state: Arc<Snapshot>) -> Router {
-    Router::new().route("/snapshot", post(create)).with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// `POST /snapshot[?from=&to=]`: exports (optionally only a time window) and answers with the report.
+#[utoipa::path(post, path = "/snapshot", tag = "snapshot",
+    params(
+        ("from" = Option<String>, Query, format = DateTime, description = "Only events at or after (RFC 3339)."),
+        ("to" = Option<String>, Query, format = DateTime, description = "Only events before (RFC 3339)."),
+    ),
+    responses(
+        (status = 201, description = "Exported and published: the manifest now points at this version.", body = ExportReport),
+        (status = 409, description = "An export is already running on this instance.", body = quiver::error::Problem, content_type = "application/problem+json"),
+    ))]
 async fn create(State(s): State<Arc<Snapshot>>, uri: Uri) -> Result<Response> {
     let p = Params::from_uri(&uri)?;
     let f = Filters::from_params(&p)?;
