@@ -21,6 +21,7 @@ missing=()
 have_pg_server || missing+=(postgresql)
 { have valkey-server || have redis-server; } || missing+=(redis-server)
 have zip || missing+=(zip)
+have openssl || missing+=(openssl)   # the TLS tests make a throwaway CA with it
 have cc || missing+=(build-essential)
 have c++ || missing+=(g++)
 have pkg-config || missing+=(pkg-config)

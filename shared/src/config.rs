@@ -21,6 +21,12 @@ pub struct Config {
     pub database_secret_arn: Option<String>,
     /// `QUIVER_VALKEY_URL`: `redis://` locally, `rediss://` for ElastiCache.
     pub valkey_url: Option<String>,
+    /// `QUIVER_VALKEY_CA_FILE`: PEM CA certificates a `rediss://` server must chain to, instead of
+    /// the public (Mozilla) roots; for self-signed servers and tests.
+    pub valkey_ca_file: Option<String>,
+    /// `QUIVER_PG_CA_FILE`: PEM CA certificates for `sslmode=verify-ca`/`verify-full` (and, as in
+    /// libpq, `require`), instead of the public roots; e.g. the RDS global bundle.
+    pub pg_ca_file: Option<String>,
     /// `QUIVER_BUCKET`: where snapshots and indexes live.
     pub bucket: Option<String>,
     /// `AWS_ENDPOINT_URL_S3`: set for MinIO or the embedded S3 server; switches to path-style.
@@ -95,6 +101,8 @@ impl Config {
             database_url,
             database_secret_arn: get("QUIVER_DATABASE_SECRET_ARN"),
             valkey_url,
+            valkey_ca_file: get("QUIVER_VALKEY_CA_FILE"),
+            pg_ca_file: get("QUIVER_PG_CA_FILE"),
             bucket,
             s3_endpoint,
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
@@ -148,6 +156,8 @@ impl std::fmt::Debug for Config {
             .field("database_url", &self.database_url.as_deref().map(redact))
             .field("database_secret_arn", &self.database_secret_arn)
             .field("valkey_url", &self.valkey_url.as_deref().map(redact))
+            .field("valkey_ca_file", &self.valkey_ca_file)
+            .field("pg_ca_file", &self.pg_ca_file)
             .field("bucket", &self.bucket)
             .field("s3_endpoint", &self.s3_endpoint)
             .field("region", &self.region)

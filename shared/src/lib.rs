@@ -34,6 +34,8 @@ pub mod snapshot;
 #[cfg(feature = "s3")]
 pub mod storage;
 pub mod testing;
+#[cfg(any(feature = "pg", feature = "cache"))]
+mod tls;
 #[cfg(feature = "cache")]
 pub mod valkey;
 

@@ -1,14 +1,21 @@
 //! PostgreSQL: one connection reused across warm Lambda invocations (a pool of one), a small pool
 //! for the local server, and a timeout on every call so that a slow database is a 503, not a hang.
+//!
+//! TLS follows the URL's `sslmode` as libpq reads it: `disable`; `prefer` (the default: TLS when
+//! the server offers it); `require` (TLS, but like libpq any certificate is accepted unless
+//! `QUIVER_PG_CA_FILE` is set, which makes it `verify-ca`); `verify-ca` (the chain must lead to a
+//! trusted CA); `verify-full` (and the host name must match). Trusted CAs are `QUIVER_PG_CA_FILE`
+//! when set, else the Mozilla roots.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
+use crate::tls::{MakeTls, Verify};
 
 pub use deadpool_postgres::Object as Client;
 
@@ -25,18 +32,38 @@ pub struct Pg {
 impl Pg {
     pub fn new(cfg: &Config) -> std::result::Result<Self, ConfigError> {
         let url = cfg.database_url.as_deref().ok_or(ConfigError { var: "QUIVER_DATABASE_URL", problem: "is not set".into() })?;
-        Self::connect_lazy(url, cfg.pg_pool_size, cfg.pg_timeout)
+        Self::build(url, cfg.pg_ca_file.as_deref(), cfg.pg_pool_size, cfg.pg_timeout)
     }
 
-    /// A pool for `url` with `size` connections and `timeout` on connect, wait and every statement.
+    /// A pool for `url` with `size` connections and `timeout` on connect, wait and every statement;
+    /// TLS as the URL's `sslmode` says, against the Mozilla roots.
     pub fn connect_lazy(url: &str, size: usize, timeout: Duration) -> std::result::Result<Self, ConfigError> {
-        let mut pg = tokio_postgres::Config::from_str(url)
+        Self::build(url, None, size, timeout)
+    }
+
+    fn build(url: &str, ca_file: Option<&str>, size: usize, timeout: Duration) -> std::result::Result<Self, ConfigError> {
+        let (url, mode) = take_sslmode(url)?;
+        let mut pg = tokio_postgres::Config::from_str(&url)
             .map_err(|_| ConfigError { var: "QUIVER_DATABASE_URL", problem: "is not a valid PostgreSQL URL".into() })?;
         pg.connect_timeout(timeout);
         pg.application_name("quiver");
         // The server enforces the same limit, so a runaway statement is cancelled there too.
         pg.options(format!("-c statement_timeout={}", timeout.as_millis()));
-        let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let roots = ca_file.map(|path| crate::tls::ca_file("QUIVER_PG_CA_FILE", path).map(|(_, roots)| roots)).transpose()?;
+        let verify = match mode {
+            Mode::VerifyFull => Verify::Full,
+            Mode::VerifyCa => Verify::Chain,
+            // libpq: "if a root CA file exists, the behavior of sslmode=require will be the same as that of verify-ca".
+            Mode::Require if roots.is_some() => Verify::Chain,
+            _ => Verify::Nothing,
+        };
+        pg.ssl_mode(match mode {
+            Mode::Disable => SslMode::Disable,
+            Mode::Prefer => SslMode::Prefer,
+            Mode::Require | Mode::VerifyCa | Mode::VerifyFull => SslMode::Require,
+        });
+        let tls = MakeTls::new(verify, roots).map_err(|e| ConfigError { var: "QUIVER_PG_CA_FILE", problem: e.to_string() })?;
+        let mgr = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(size)
             .runtime(Runtime::Tokio1)
@@ -77,6 +104,45 @@ impl Pg {
     }
 }
 
+/// libpq's `sslmode` values; tokio-postgres itself knows only the first three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// `url` without its `sslmode` parameter (the other parameters kept byte for byte), and the mode.
+fn take_sslmode(url: &str) -> std::result::Result<(String, Mode), ConfigError> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), Mode::Prefer)) };
+    let mut mode = Mode::Prefer;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some(value) = pair.strip_prefix("sslmode=") else {
+            kept.push(pair);
+            continue;
+        };
+        mode = match value {
+            "disable" => Mode::Disable,
+            // `allow` (plain first, TLS if refused) has no tokio-postgres equivalent; `prefer` reaches the same servers.
+            "allow" | "prefer" => Mode::Prefer,
+            "require" => Mode::Require,
+            "verify-ca" => Mode::VerifyCa,
+            "verify-full" => Mode::VerifyFull,
+            other => {
+                return Err(ConfigError {
+                    var: "QUIVER_DATABASE_URL",
+                    problem: format!("sslmode={other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"),
+                })
+            }
+        };
+    }
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((url, mode))
+}
+
 /// Bounds a PostgreSQL call by a timeout and maps its error.
 #[derive(Debug, Clone, Copy)]
 pub struct Timer {
@@ -107,8 +173,9 @@ fn pool_error(e: PoolError) -> Error {
 pub fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        // 57014 query_canceled (statement_timeout), 57P0x shutdown/cannot connect now, 53xxx resources, 08xxx connection.
-        if code == "57014" || code.starts_with("57P") || code.starts_with("53") || code.starts_with("08") {
+        // 57014 query_canceled (statement_timeout), 57P0x shutdown/cannot connect now, 53xxx resources, 08xxx connection,
+        // 28xxx the server refuses us (pg_hba.conf, e.g. a plain connection to a TLS-only server; password).
+        if code == "57014" || code.starts_with("57P") || code.starts_with("53") || code.starts_with("08") || code.starts_with("28") {
             return Error::unavailable(NAME, format!("{what}: {}", db.message()));
         }
         return Error::Internal(format!("{what}: {} ({code})", db.message()));
@@ -116,4 +183,51 @@ pub fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
     // No server error: the connection is closed, refused or broken. The message holds no secrets.
     let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
     Error::unavailable(NAME, format!("{what}: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_and_the_rest_kept_as_written() {
+        let (url, mode) = take_sslmode("postgres://u:p%40ss@db:5432/q?sslmode=verify-full&options=-c%20x%3D1").unwrap();
+        assert_eq!((url.as_str(), mode), ("postgres://u:p%40ss@db:5432/q?options=-c%20x%3D1", Mode::VerifyFull));
+        assert_eq!(take_sslmode("postgres://db/q").unwrap(), ("postgres://db/q".to_string(), Mode::Prefer));
+        assert_eq!(take_sslmode("postgres://db/q?sslmode=require").unwrap(), ("postgres://db/q".to_string(), Mode::Require));
+        assert_eq!(take_sslmode("postgres://db/q?sslmode=disable&").unwrap().1, Mode::Disable);
+        assert_eq!(take_sslmode("postgres://db/q?sslmode=verify-ca").unwrap().1, Mode::VerifyCa);
+    }
+
+    #[test]
+    fn every_sslmode_builds_a_pool_without_touching_the_network() {
+        for mode in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u:p@db.invalid/q?sslmode={mode}&application_name=t");
+            assert!(Pg::connect_lazy(&url, 1, Duration::from_secs(1)).is_ok(), "{mode}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_sslmode_names_the_variable_not_the_password() {
+        let e = Pg::connect_lazy("postgres://u:hunter2@db/q?sslmode=verify_full", 1, Duration::from_secs(1)).err().unwrap();
+        assert_eq!(e.var, "QUIVER_DATABASE_URL");
+        assert!(e.problem.contains("verify_full") && !e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_names_its_variable() {
+        let cfg = |ca: &str| {
+            let vars = [("QUIVER_DATABASE_URL", "postgres://u:p@db/q?sslmode=verify-full"), ("QUIVER_PG_CA_FILE", ca)];
+            Config::from_vars(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+        };
+        let e = Pg::new(&cfg("/nonexistent/rds-bundle.pem")).err().unwrap();
+        assert_eq!(e.var, "QUIVER_PG_CA_FILE");
+        assert!(e.problem.contains("/nonexistent/rds-bundle.pem"), "{e}");
+        let not_pem = std::env::temp_dir().join(format!("quiver-not-pem-{}.txt", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let e = Pg::new(&cfg(&not_pem.to_string_lossy())).err().unwrap();
+        let _ = std::fs::remove_file(&not_pem);
+        assert_eq!(e.var, "QUIVER_PG_CA_FILE");
+        assert!(e.problem.contains("no PEM certificate"), "{e}");
+    }
 }

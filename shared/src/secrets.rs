@@ -2,7 +2,9 @@
 //! never a password in a variable or a template parameter, and reads the secret once, at init.
 //!
 //! Two shapes of secret are accepted: a plain `postgres://` URL, or the JSON that RDS and
-//! `infra/template.yaml` store, `{"username", "password", "host", "port", "dbname"}`.
+//! `infra/template.yaml` store, `{"username", "password", "host", "port", "dbname"}`. A URL is
+//! used as it is, `sslmode` included; the JSON shape gets `sslmode=require` (RDS always offers TLS,
+//! and `require` never falls back to plain text) unless it has an `"sslmode"` of its own.
 
 use std::time::{Duration, Instant};
 
@@ -41,8 +43,8 @@ pub async fn resolve_database_url(cfg: &mut Config) -> Result<(), ConfigError> {
 }
 
 /// Turns a secret's text into a PostgreSQL URL: a `postgres://` URL is kept as it is, the RDS JSON
-/// shape is assembled into one (user and password percent-encoded, port 5432 and database
-/// `postgres` when absent). Errors name the missing or bad field, never a value.
+/// shape is assembled into one (user and password percent-encoded, port 5432, database `postgres`
+/// and `sslmode=require` when absent). Errors name the missing or bad field, never a value.
 pub fn database_url_from_secret(secret: &str) -> Result<String, ConfigError> {
     let secret = secret.trim();
     if secret.starts_with('{') {
@@ -73,10 +75,11 @@ fn url_from_rds_json(secret: &str) -> Result<String, ConfigError> {
         Some(p) => p.parse::<u16>().map_err(|_| error("the secret's \"port\" is not a port number"))?,
     };
     let dbname = field("dbname").unwrap_or_else(|| "postgres".into());
+    let sslmode = field("sslmode").unwrap_or_else(|| "require".into());
 
     // An IPv6 address goes in brackets; anything else must parse as a host on its own.
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-    let url = format!("postgres://{}:{}@{host}:{port}/{}", encode(&username), encode(&password), encode(&dbname));
+    let url = format!("postgres://{}:{}@{host}:{port}/{}?sslmode={}", encode(&username), encode(&password), encode(&dbname), encode(&sslmode));
     match url::Url::parse(&url) {
         Ok(u) if u.host_str() == Some(host.as_str()) => Ok(url),
         _ => Err(error(format!("the secret's \"host\" {host:?} is not a host name"))),
@@ -143,7 +146,7 @@ mod tests {
     #[test]
     fn rds_json_becomes_a_url_with_the_password_encoded() {
         let url = database_url_from_secret(&rds_json(r#""port":5432,"#)).unwrap();
-        assert_eq!(url, "postgres://quiver:p%40ss%3Aw%2Frd%2541%3F%23hunter2@quiver.abc123.eu-west-1.rds.amazonaws.com:5432/quiver");
+        assert_eq!(url, "postgres://quiver:p%40ss%3Aw%2Frd%2541%3F%23hunter2@quiver.abc123.eu-west-1.rds.amazonaws.com:5432/quiver?sslmode=require");
         let parsed = url::Url::parse(&url).unwrap();
         let query = format!("p={}", parsed.password().unwrap());
         let decoded = url::form_urlencoded::parse(query.as_bytes()).next().unwrap().1.into_owned();
@@ -153,11 +156,17 @@ mod tests {
     #[test]
     fn port_may_be_a_string_or_absent_and_dbname_defaults_to_postgres() {
         let url = database_url_from_secret(&rds_json(r#""port":"6432","#)).unwrap();
-        assert!(url.ends_with(".rds.amazonaws.com:6432/quiver"), "{url}");
+        assert!(url.ends_with(".rds.amazonaws.com:6432/quiver?sslmode=require"), "{url}");
         let url = database_url_from_secret(&rds_json("")).unwrap();
         assert!(url.contains(":5432/"), "{url}");
         let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"10.0.1.5"}"#).unwrap();
-        assert_eq!(url, "postgres://u:p@10.0.1.5:5432/postgres");
+        assert_eq!(url, "postgres://u:p@10.0.1.5:5432/postgres?sslmode=require");
+    }
+
+    #[test]
+    fn the_json_shape_may_choose_its_sslmode() {
+        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"db","sslmode":"verify-full"}"#).unwrap();
+        assert_eq!(url, "postgres://u:p@db:5432/postgres?sslmode=verify-full");
     }
 
     #[test]
@@ -175,7 +184,7 @@ mod tests {
         let e = database_url_from_secret(r#"{"username":"u","password":"hunter2","host":"db/x"}"#).unwrap_err();
         assert!(e.problem.contains("not a host name"), "{e}");
         let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"fd00::5"}"#).unwrap();
-        assert_eq!(url, "postgres://u:p@[fd00::5]:5432/postgres");
+        assert_eq!(url, "postgres://u:p@[fd00::5]:5432/postgres?sslmode=require");
         let bad = [
             r#"{"username":"quiver","password":"hunter2","host":"h","port":"hunter2"}"#.to_string(),
             r#"{"username":"quiver","password":hunter2}"#.to_string(),
@@ -196,6 +205,8 @@ mod tests {
         let pg = tokio_postgres::Config::from_str(&url).unwrap();
         assert_eq!(pg.get_password(), Some(PASSWORD.as_bytes()));
         assert_eq!(pg.get_dbname(), Some("quiver"));
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert!(crate::pg::Pg::connect_lazy(&url, 1, Duration::from_secs(1)).is_ok());
     }
 
     #[tokio::test]

@@ -1,5 +1,8 @@
 //! Valkey: a connection that reconnects by itself, with a short timeout on every call. A cache
 //! that is down or slow is never fatal: callers get `Err` quickly and serve without it.
+//!
+//! `rediss://` is TLS, verified against the Mozilla roots (ElastiCache's certificates come from
+//! Amazon Trust Services), or against `QUIVER_VALKEY_CA_FILE` alone when that is set.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,15 +35,33 @@ pub struct Valkey {
 impl Valkey {
     pub fn new(cfg: &Config) -> std::result::Result<Self, ConfigError> {
         let url = cfg.valkey_url.as_deref().ok_or(ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not set".into() })?;
-        Self::with_timeouts(url, cfg.valkey_timeout, cfg.health_timeout)
+        Self::build(url, cfg.valkey_ca_file.as_deref(), cfg.valkey_timeout, cfg.health_timeout)
     }
 
     /// `timeout` bounds each command; `connect_timeout` bounds each (background) connection attempt.
     pub fn with_timeouts(url: &str, timeout: Duration, connect_timeout: Duration) -> std::result::Result<Self, ConfigError> {
+        Self::build(url, None, timeout, connect_timeout)
+    }
+
+    fn build(url: &str, ca_file: Option<&str>, timeout: Duration, connect_timeout: Duration) -> std::result::Result<Self, ConfigError> {
         // redis-rs spells the TLS scheme `rediss`; accept the `valkey(s)` aliases too.
         let url = url.replacen("valkeys://", "rediss://", 1).replacen("valkey://", "redis://", 1);
-        let client = redis::Client::open(url)
-            .map_err(|_| ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not a valid redis:// or rediss:// URL".into() })?;
+        let tls = url.starts_with("rediss://");
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(_) if !tls => {
+                return Err(ConfigError { var: "QUIVER_VALKEY_CA_FILE", problem: "is set, but QUIVER_VALKEY_URL is not a rediss:// URL".into() })
+            }
+            Some(path) => {
+                let (pem, _) = crate::tls::ca_file("QUIVER_VALKEY_CA_FILE", path)?;
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }
+        }
+        .map_err(|_| ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not a valid redis:// or rediss:// URL".into() })?;
+        if tls {
+            // Before the first handshake: redis-rs takes rustls' process-wide provider.
+            crate::tls::provider();
+        }
         Ok(Valkey {
             client,
             timeout,
@@ -128,5 +149,30 @@ impl Valkey {
             Ok(Err(e)) => Err(Error::unavailable(NAME, format!("PING: {e}"))),
             Err(_) => Err(Error::unavailable(NAME, format!("PING timed out after {} ms", timeout.as_millis()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Config {
+        Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+    }
+
+    #[test]
+    fn rediss_builds_without_touching_the_network() {
+        assert!(Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "rediss://cache.invalid:6379")])).is_ok());
+        assert!(Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "valkeys://default:pw@cache.invalid:6379")])).is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_needs_rediss_and_a_readable_pem() {
+        let e = Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "redis://cache:6379"), ("QUIVER_VALKEY_CA_FILE", "/etc/hostname")])).err().unwrap();
+        assert_eq!(e.var, "QUIVER_VALKEY_CA_FILE");
+        assert!(e.problem.contains("rediss://"), "{e}");
+        let e = Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "rediss://cache:6379"), ("QUIVER_VALKEY_CA_FILE", "/nonexistent/ca.pem")])).err().unwrap();
+        assert_eq!(e.var, "QUIVER_VALKEY_CA_FILE");
+        assert!(e.problem.contains("/nonexistent/ca.pem"), "{e}");
     }
 }
