@@ -48,4 +48,10 @@ if [ ! -x "$VENV/bin/cfn-lint" ]; then
   say "pip install cfn-lint (into $VENV)"
   "$VENV/bin/pip" install -q cfn-lint
 fi
+# Schemathesis fuzzes `quiver-local serve` from its OpenAPI document in the test command.
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  say "pip install schemathesis $SCHEMATHESIS_VERSION (into $VENV)"
+  "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
 export PATH="$VENV/bin:$PATH"

@@ -31,6 +31,7 @@ pub struct FilterParams {
     #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     /// Only events of this type.
+    #[param(inline)]
     event_type: Option<EventType>,
 }
 

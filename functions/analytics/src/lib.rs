@@ -137,8 +137,10 @@ pub fn routes(state: Arc<Analytics>) -> Router {
 #[allow(dead_code)]
 struct SourceParams {
     /// `duckdb` (default): the newest snapshot; `postgres`: the live table, never cached.
+    #[param(inline)]
     source: Option<Source>,
     /// `off` computes without asking the cache (default `on`).
+    #[param(inline)]
     cache: Option<CacheMode>,
 }
 

@@ -62,7 +62,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
 }
 
 /// Writes one event, a JSON array or NDJSON in one transaction: every row or none.
-#[utoipa::path(post, path = "/events", tag = "events",
+#[utoipa::path(post, path = "/events", tag = "events", operation_id = "write_events",
     params(("Idempotency-Key" = Option<String>, Header,
         description = "1 to 128 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409.")),
     request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB.",
@@ -109,7 +109,7 @@ struct Page {
 }
 
 /// A user's events, newest first, with keyset pagination.
-#[utoipa::path(get, path = "/events/{user_id}", tag = "events",
+#[utoipa::path(get, path = "/events/{user_id}", tag = "events", operation_id = "list_events",
     params(
         ("user_id" = i32, Path, minimum = 1, description = "The user."),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)."),
@@ -140,7 +140,7 @@ struct BulkReport {
 }
 
 /// The reference's bulk-insert benchmark: `count` generated events through one binary COPY.
-#[utoipa::path(post, path = "/events/bulk", tag = "events",
+#[utoipa::path(post, path = "/events/bulk", tag = "events", operation_id = "bulk_events",
     params(
         ("count" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "How many events (default 1,000)."),
         ("seed" = Option<u64>, Query, description = "Generator seed (default: the current time)."),

@@ -134,7 +134,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
 }
 
 /// Statistics of a batch of points, with Polars; an identical body is a cache HIT.
-#[utoipa::path(post, path = "/process", tag = "process",
+#[utoipa::path(post, path = "/process", tag = "process", operation_id = "process_batch",
     request_body(content = process::BatchInput, content_type = "application/json",
         description = "At most 6 MB and 100,000 points. Every problem (up to 20) is listed in the 400."),
     responses(
@@ -170,7 +170,7 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
 }
 
 /// Generates `size` points and computes their statistics: the reference's processing benchmark.
-#[utoipa::path(get, path = "/process", tag = "process",
+#[utoipa::path(get, path = "/process", tag = "process", operation_id = "process_generated",
     params(
         ("size" = Option<usize>, Query, minimum = 1, maximum = 5000000, description = "Points to generate (default 50,000)."),
         ("seed" = Option<u64>, Query, description = "With a seed the answer is deterministic and cached; without one a fresh seed is used and returned."),

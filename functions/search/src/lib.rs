@@ -238,7 +238,7 @@ struct Answer<'a> {
 }
 
 /// Full-text search over the newest index, cached under the index version.
-#[utoipa::path(get, path = "/search", tag = "search",
+#[utoipa::path(get, path = "/search", tag = "search", operation_id = "search",
     params(
         ("q" = String, Query, min_length = 1, max_length = 1024,
             description = "Tantivy query syntax: terms, \"phrases\", AND/OR, field:term (title, body). A syntax error is 400."),

@@ -71,7 +71,7 @@ pub fn routes(state: Arc<Snapshot>) -> Router {
 }
 
 /// `POST /snapshot[?from=&to=]`: exports (optionally only a time window) and answers with the report.
-#[utoipa::path(post, path = "/snapshot", tag = "snapshot",
+#[utoipa::path(post, path = "/snapshot", tag = "snapshot", operation_id = "create_snapshot",
     params(
         ("from" = Option<String>, Query, format = DateTime, description = "Only events at or after (RFC 3339)."),
         ("to" = Option<String>, Query, format = DateTime, description = "Only events before (RFC 3339)."),
