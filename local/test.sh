@@ -32,8 +32,20 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$QUIVER_CACHE/last-test.log" \
 status=${PIPESTATUS[0]}
 set -e -o pipefail
 say "bench --quick (keeps the suite from rotting; no figures asserted)"
-if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --out "$QUIVER_CACHE/bench-quick"; then
+if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --strict --out "$QUIVER_CACHE/bench-quick"; then
   echo "bench --quick failed" >&2
+  status=1
+fi
+
+say "load: 64 connections for 10 s on cached and uncached analytics, search and POST /events; no errors, RSS flat"
+if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --only soak --soak-seconds 10 --connections 64 --strict --out "$QUIVER_CACHE/bench-soak"; then
+  echo "load test failed" >&2
+  status=1
+fi
+
+say "schemathesis against quiver-local serve, from GET /openapi.json"
+if ! bash local/schemathesis.sh; then
+  echo "schemathesis failed" >&2
   status=1
 fi
 

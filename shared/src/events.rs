@@ -74,6 +74,7 @@ pub struct Event {
 /// One event as `POST /events` reads it (documentation only: `validate` is the parser, and
 /// reports every problem, up to 20, with its index or line).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct EventInput {
     #[schema(minimum = 1, maximum = 2147483647)]

@@ -46,6 +46,12 @@ pub struct Options {
     /// Spawns per function for the cold-start median.
     #[arg(long, default_value_t = 10)]
     pub spawns: usize,
+    /// Measured seconds of the `soak` load test (64 connections on a mix of routes).
+    #[arg(long, default_value_t = 60.0)]
+    pub soak_seconds: f64,
+    /// Exit non-zero when a workload failed (CI); otherwise the row says why and the run goes on.
+    #[arg(long)]
+    pub strict: bool,
     /// Where results go (default: bench/results in the checkout).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -162,6 +168,10 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
         let _ = w.kill().await;
     }
     report::write(&ctx, &rows, started.elapsed())?;
+    let failed: Vec<&str> = rows.iter().filter(|r| r.status.starts_with("failed")).map(|r| r.id.as_str()).collect();
+    if opts.strict && !failed.is_empty() {
+        bail!("workloads failed: {}", failed.join(", "));
+    }
     Ok(rows)
 }
 
