@@ -1,0 +1,116 @@
+//! A dependency that answers, but slowly: each of PostgreSQL, Valkey and S3 is put behind a small
+//! TCP proxy that holds every reply for seconds. A request must end within its configured timeout:
+//! a 503 naming the dependency (PostgreSQL, S3), or an answer without the cache (Valkey: BYPASS).
+
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+/// How long the proxy holds each reply: far beyond every timeout below.
+const DELAY: Duration = Duration::from_secs(5);
+
+/// Listens on a free port and forwards to `upstream`; requests pass at once, every chunk of reply
+/// waits `DELAY`. Returns the proxy's port.
+async fn slow_proxy(upstream: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(DELAY).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `host:port` of a URL such as `postgres://u:p@127.0.0.1:55432/db` or `http://127.0.0.1:9010`.
+fn host_port(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+}
+
+fn through(url: &str, port: u16) -> String {
+    url.replacen(&host_port(url), &format!("127.0.0.1:{port}"), 1)
+}
+
+async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn get(uri: &str) -> http::Request<axum::body::Body> {
+    http::Request::get(uri).body(Default::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_postgres_is_a_503_within_the_timeout() {
+    let mut cfg = quiver::testing::service_config();
+    let url = cfg.database_url.clone().unwrap();
+    cfg.database_url = Some(through(&url, slow_proxy(host_port(&url)).await));
+    cfg.pg_timeout = Duration::from_millis(500);
+    let app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
+    let write = || {
+        let body = json!([{"user_id": 5, "event_type": "click", "page_url": "/slow"}]).to_string();
+        http::Request::post("/events").header("content-type", "application/json").body(body.into()).unwrap()
+    };
+    for req in [write(), get("/events/5")] {
+        let t = Instant::now();
+        let (status, _, v) = send(&app, req).await;
+        assert_eq!(status, 503, "{v}");
+        assert_eq!(v["dependency"], "postgres", "{v}");
+        assert!(t.elapsed() < Duration::from_millis(2_500), "a 500 ms timeout took {:?}", t.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_valkey_is_bypassed_within_the_timeout() {
+    let mut cfg = quiver::testing::service_config();
+    let url = cfg.valkey_url.clone().unwrap();
+    cfg.valkey_url = Some(through(&url, slow_proxy(host_port(&url)).await));
+    cfg.valkey_timeout = Duration::from_millis(50);
+    cfg.health_timeout = Duration::from_millis(300);
+    let app = quiver::http::app(process::routes(process::Process::new(&cfg).unwrap()));
+    for seed in 0..3 {
+        let t = Instant::now();
+        let (status, headers, v) = send(&app, get(&format!("/process?size=100&seed={seed}"))).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(headers["x-cache"], "BYPASS");
+        assert_eq!(v["total_records"], 100);
+        assert!(t.elapsed() < Duration::from_millis(1_500), "the cache held the answer for {:?}", t.elapsed());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_s3_at_a_cold_start_is_a_503_within_the_timeout() {
+    let mut cfg = quiver::testing::service_config();
+    let url = cfg.s3_endpoint.clone().unwrap();
+    cfg.s3_endpoint = Some(through(&url, slow_proxy(host_port(&url)).await));
+    cfg.s3_timeout = Duration::from_millis(800);
+    let app = quiver::http::app(search::routes(search::Search::new(&cfg).await.unwrap()));
+    let t = Instant::now();
+    let (status, _, v) = send(&app, get("/search?q=rust")).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["detail"].as_str().unwrap_or("").contains("s3") || v["dependency"].is_string(), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(4), "an 800 ms S3 timeout took {:?}", t.elapsed());
+}
