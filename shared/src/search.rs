@@ -883,6 +883,38 @@ mod tests {
         SearchQuery { q, limit: 10, offset: 0, tag: None, from: None, to: None }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any text, in Tantivy's syntax or not, is a result or a 400 naming `q`; never a panic.
+        #[test]
+        fn any_query_is_an_answer_or_a_400(text in ".{1,120}", limit in 1usize..20, offset in 0usize..50) {
+            let h = handle();
+            match h.search(&SearchQuery { q: &text, limit, offset, tag: None, from: None, to: None }) {
+                Ok(r) => proptest::prop_assert!(r.hits.len() <= limit && r.total <= 3),
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.status().as_u16(), 400, "{}", e);
+                    proptest::prop_assert_eq!(e.problem().param, Some("q".to_string()));
+                }
+            }
+        }
+    }
+
+    /// A three-document index, built once for the property tests.
+    fn handle() -> &'static IndexHandle {
+        static H: std::sync::OnceLock<IndexHandle> = std::sync::OnceLock::new();
+        H.get_or_init(|| {
+            let dir = tmp("props");
+            let docs = vec![
+                doc(1, "Rust search", "Search engines in Rust are fast.", &["rust"], 100),
+                doc(2, "Cooking", "Pasta and basil, no engines.", &["food"], 200),
+                doc(3, "Engines", "Steam engines and search trees.", &["history"], 300),
+            ];
+            build(&dir, docs.into_iter().map(Ok), &BuildOptions::for_memory(Some(256))).unwrap();
+            IndexHandle::open(&dir).unwrap()
+        })
+    }
+
     #[test]
     fn build_pack_unpack_and_search() {
         let dir = tmp("roundtrip");

@@ -106,6 +106,25 @@ fn body(points: &[Point]) -> String {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Whatever the bytes, the body parser answers with a batch or a 4xx; it never panics.
+    #[test]
+    fn arbitrary_bodies_are_a_batch_or_a_4xx(bytes in prop::collection::vec(any::<u8>(), 0..3000)) {
+        if let Err(e) = parse(&bytes) {
+            prop_assert!((400..500).contains(&e.status().as_u16()), "{e}");
+        }
+    }
+
+    /// Valid bodies with one byte changed: still a batch or a 4xx.
+    #[test]
+    fn mutated_bodies_are_a_batch_or_a_4xx(points in prop::collection::vec(point(), 1..30), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut b = body(&points).into_bytes();
+        let i = at.index(b.len());
+        b[i] = byte;
+        if let Err(e) = parse(&b) {
+            prop_assert!((400..500).contains(&e.status().as_u16()), "{e}");
+        }
+    }
+
     #[test]
     fn parsed_batches_match_a_plain_computation(points in prop::collection::vec(point(), 1..400)) {
         let got = aggregate(parse(body(&points).as_bytes()).unwrap().columns).unwrap();
