@@ -45,10 +45,11 @@ for name in "${names[@]}"; do
   if grep -q '"duckdb"' "functions/$name/Cargo.toml"; then
     # zig compiles DuckDB's C++ but rejects the whole-archive flag DuckDB's static extension
     # library needs at the link, so DuckDB functions use the GNU cross toolchain instead.
-    command -v aarch64-linux-gnu-g++ >/dev/null || {
-      echo "aarch64-linux-gnu-g++ not found: sudo apt-get install g++-aarch64-linux-gnu" >&2
-      exit 1
-    }
+    if ! command -v aarch64-linux-gnu-g++ >/dev/null; then
+      printf '\033[1m==> apt-get install g++-aarch64-linux-gnu (DuckDB is C++)\033[0m\n' >&2
+      sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+      sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu >/dev/null
+    fi
     cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
       CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc)

@@ -46,6 +46,10 @@ pub struct Options {
     /// Spawns per function for the cold-start median.
     #[arg(long, default_value_t = 10)]
     pub spawns: usize,
+    /// Cold starts from release binaries (`cargo build --release -p NAME`, LTO; the first build of
+    /// the DuckDB and Polars functions takes most of an hour on 2 cores) instead of dev-profile ones.
+    #[arg(long)]
+    pub release_cold_start: bool,
     /// Measured seconds of the `soak` load test (64 connections on a mix of routes).
     #[arg(long, default_value_t = 60.0)]
     pub soak_seconds: f64,

@@ -441,7 +441,9 @@ const FUNCTIONS: &[(&str, &str)] = &[
 
 async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
     let root = crate::env::repo_root();
-    let bin_dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string())).join("debug");
+    let release = ctx.opts.release_cold_start;
+    let profile = if release { "release" } else { "debug" };
+    let bin_dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string())).join(profile);
     let env: Vec<(String, String)> = crate::env::file_vars().into_iter().map(|(k, _)| (k.clone(), std::env::var(&k).unwrap_or_default())).collect();
     let mut rows = Vec::new();
     for (name, event_file) in FUNCTIONS {
@@ -450,6 +452,7 @@ async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
         let built = root.join("functions").join(name).is_dir()
             && std::process::Command::new("cargo")
                 .args(["build", "-q", "-p", name])
+                .args(release.then_some("--release"))
                 .current_dir(&root)
                 .status()
                 .is_ok_and(|s| s.success());
@@ -473,7 +476,7 @@ async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
         // A scheduled job's first invocation is the job itself (an export, an index build).
         let job = matches!(*name, "snapshot" | "indexer");
         rows.push(
-            Row::new(&format!("cold-start-{name}"), &format!("cold start: {name} (dev-profile binary)"), "binary", "Python 3.13 zip ≈ 80 ms", Some(80.0), target)
+            Row::new(&format!("cold-start-{name}"), &format!("cold start: {name} ({} binary)", if release { "release" } else { "dev-profile" }), "binary", "Python 3.13 zip ≈ 80 ms", Some(80.0), target)
                 .figure(
                     if job {
                         format!("init {init:.1} ms (first invoke, the job itself: {first:.1} ms; median of {spawns})")
