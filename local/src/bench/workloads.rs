@@ -110,7 +110,10 @@ pub async fn run_all(ctx: &Ctx) -> Vec<Row> {
     step!("pg-encode", pg_encode(ctx));
     step!("pg-decode", pg_decode(ctx));
     step!("insert", inserts(ctx));
-    step!("soak", soak(ctx));
+    // A one-second soak says nothing about memory; `--quick` runs it only when asked for by name.
+    if !ctx.opts.quick || ctx.opts.only.is_some() {
+        step!("soak", soak(ctx));
+    }
     step!("cold-start", cold_starts(ctx));
     step!("size", sizes(ctx));
     if wanted("insert") || wanted("soak") {
