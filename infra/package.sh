@@ -38,6 +38,8 @@ else
   for manifest in functions/*/Cargo.toml; do names+=("$(basename "$(dirname "$manifest")")"); done
 fi
 
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
 over=()
 for name in "${names[@]}"; do
   [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
@@ -47,7 +49,6 @@ for name in "${names[@]}"; do
     # library needs at the link, so DuckDB functions use the GNU cross toolchain instead.
     if ! command -v aarch64-linux-gnu-g++ >/dev/null; then
       printf '\033[1m==> apt-get install g++-aarch64-linux-gnu (DuckDB is C++)\033[0m\n' >&2
-      sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
       sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu >/dev/null
     fi
     cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc

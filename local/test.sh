@@ -31,23 +31,18 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$QUIVER_CACHE/last-test.log" \
   | grep --line-buffered -vE '^(running 0 tests|test result: ok. 0 passed.*)$|^\s*$|Running (unittests|tests)|Doc-tests'
 status=${PIPESTATUS[0]}
 set -e -o pipefail
-say "bench --quick (keeps the suite from rotting; no figures asserted)"
-if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --strict --out "$QUIVER_CACHE/bench-quick"; then
-  echo "bench --quick failed" >&2
-  status=1
-fi
-
-say "load: 64 connections for 10 s on cached and uncached analytics, search and POST /events; no errors, RSS flat"
-if ! "$CARGO_TARGET_DIR/debug/quiver-local" bench --only soak --soak-seconds 10 --connections 64 --strict --out "$QUIVER_CACHE/bench-soak"; then
-  echo "load test failed" >&2
-  status=1
-fi
-
-say "schemathesis against quiver-local serve, from GET /openapi.json"
-if ! bash local/schemathesis.sh; then
-  echo "schemathesis failed" >&2
-  status=1
-fi
+# A step after the tests: its failure fails the run, and the remaining steps still run.
+after() {
+  local what=$1
+  shift
+  say "$what"
+  "$@" || { echo "failed: $what" >&2; status=1; }
+}
+after "bench --quick (keeps the suite from rotting; no figures asserted)" \
+  "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --strict --out "$QUIVER_CACHE/bench-quick"
+after "load: 64 connections for 10 s on cached and uncached analytics, search and POST /events; no errors, RSS flat" \
+  "$CARGO_TARGET_DIR/debug/quiver-local" bench --only soak --soak-seconds 10 --connections 64 --strict --out "$QUIVER_CACHE/bench-soak"
+after "schemathesis against quiver-local serve, from GET /openapi.json" bash local/schemathesis.sh
 
 passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$QUIVER_CACHE/last-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -E '^test result:' "$QUIVER_CACHE/last-test.log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

@@ -48,8 +48,11 @@ fn host_port(url: &str) -> String {
     format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
 }
 
-fn through(url: &str, port: u16) -> String {
-    url.replacen(&host_port(url), &format!("127.0.0.1:{port}"), 1)
+/// Points a configured service URL at a slow proxy in front of the same service.
+async fn slow_down(url: &mut Option<String>) {
+    let u = url.clone().expect("the service URL is configured");
+    let port = slow_proxy(host_port(&u)).await;
+    *url = Some(u.replacen(&host_port(&u), &format!("127.0.0.1:{port}"), 1));
 }
 
 async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
@@ -66,8 +69,7 @@ fn get(uri: &str) -> http::Request<axum::body::Body> {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_postgres_is_a_503_within_the_timeout() {
     let mut cfg = quiver::testing::service_config();
-    let url = cfg.database_url.clone().unwrap();
-    cfg.database_url = Some(through(&url, slow_proxy(host_port(&url)).await));
+    slow_down(&mut cfg.database_url).await;
     cfg.pg_timeout = Duration::from_millis(500);
     let app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
     let write = || {
@@ -86,8 +88,7 @@ async fn slow_postgres_is_a_503_within_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_valkey_is_bypassed_within_the_timeout() {
     let mut cfg = quiver::testing::service_config();
-    let url = cfg.valkey_url.clone().unwrap();
-    cfg.valkey_url = Some(through(&url, slow_proxy(host_port(&url)).await));
+    slow_down(&mut cfg.valkey_url).await;
     cfg.valkey_timeout = Duration::from_millis(50);
     cfg.health_timeout = Duration::from_millis(300);
     let app = quiver::http::app(process::routes(process::Process::new(&cfg).unwrap()));
@@ -104,8 +105,7 @@ async fn slow_valkey_is_bypassed_within_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_s3_at_a_cold_start_is_a_503_within_the_timeout() {
     let mut cfg = quiver::testing::service_config();
-    let url = cfg.s3_endpoint.clone().unwrap();
-    cfg.s3_endpoint = Some(through(&url, slow_proxy(host_port(&url)).await));
+    slow_down(&mut cfg.s3_endpoint).await;
     cfg.s3_timeout = Duration::from_millis(800);
     let app = quiver::http::app(search::routes(search::Search::new(&cfg).await.unwrap()));
     let t = Instant::now();
