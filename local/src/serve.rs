@@ -1,6 +1,7 @@
 //! `quiver-local serve`: every function's routes in one HTTP server, wrapped once in the same
 //! middleware the Lambda binaries use.
 
+use axum::serve::ListenerExt;
 use axum::Router;
 
 /// Builds every function's state from the environment and merges their routes.
@@ -44,6 +45,9 @@ pub async fn run(addr: Option<String>) -> anyhow::Result<()> {
     let app = router(quiver::Config::from_env()?).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
     tracing::info!("serving every function on http://{}", listener.local_addr()?);
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
     Ok(())
 }

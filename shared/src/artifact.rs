@@ -11,11 +11,15 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::storage::{s3_error, Storage, NAME};
+
+/// Files of one version downloaded at once.
+const PARALLEL_DOWNLOADS: usize = 16;
 
 /// One published file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -329,16 +333,22 @@ impl<T: Send + Sync + 'static> Tracker<T> {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let dir = self.dir.join(&manifest.version);
-        for f in &manifest.files {
-            let dest = dir.join(&f.name);
-            let ok = match tokio::fs::metadata(&dest).await {
-                Ok(m) if m.len() == f.size => checksum_file(&dest).await.map(|(_, s)| s == f.xxh3_128).unwrap_or(false),
-                _ => false,
-            };
-            if !ok {
-                download(&self.storage, f, &dest).await?;
-            }
-        }
+        // Files come down in parallel: a snapshot is one file per day, and each GET is a round
+        // trip to S3 (tens of ms on AWS), which one after the other would dominate a cold start.
+        futures::stream::iter(manifest.files.clone())
+            .map(|f| {
+                let (dest, storage) = (dir.join(&f.name), self.storage.clone());
+                async move {
+                    let ok = match tokio::fs::metadata(&dest).await {
+                        Ok(m) if m.len() == f.size => checksum_file(&dest).await.map(|(_, s)| s == f.xxh3_128).unwrap_or(false),
+                        _ => false,
+                    };
+                    if ok { Ok(()) } else { download(&storage, &f, &dest).await }
+                }
+            })
+            .buffer_unordered(PARALLEL_DOWNLOADS)
+            .try_collect::<()>()
+            .await?;
         let value = open(manifest.clone(), dir.clone()).await?;
         Ok(Loaded { manifest, dir, value })
     }

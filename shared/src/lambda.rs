@@ -21,6 +21,16 @@ pub fn init() {
     lambda_http::tracing::init_default_subscriber();
 }
 
+/// Loads `what` during init (which runs at full CPU), so that the first request finds it ready.
+/// A failure is logged, not fatal: the first request tries again and answers 503 if it fails too.
+pub async fn warm<T>(what: &str, load: impl std::future::Future<Output = crate::Result<T>>) {
+    let started = Instant::now();
+    match load.await {
+        Ok(_) => tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "{what} loaded at init"),
+        Err(e) => tracing::warn!(error = %e, "no {what} loaded at init; the first request tries again"),
+    }
+}
+
 /// Serves `routes` through the Lambda runtime, wrapped in the shared HTTP middleware.
 pub async fn run(routes: Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(wrap(routes)).await

@@ -64,6 +64,12 @@ impl Analytics {
         self.computations.load(Ordering::Relaxed)
     }
 
+    /// Loads the newest snapshot now (at init, which runs at full CPU); the first request then
+    /// finds it ready.
+    pub async fn warm(&self) -> Result<()> {
+        self.snapshots.warm().await.map(|_| ())
+    }
+
     /// Makes the next request look at the manifest again, whatever the check interval.
     pub fn expire(&self) {
         self.snapshots.expire();

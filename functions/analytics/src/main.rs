@@ -2,5 +2,6 @@
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
     let state = analytics::Analytics::new(&quiver::Config::from_env()?).await?;
+    quiver::lambda::warm("snapshot", state.warm()).await;
     quiver::lambda::run(analytics::routes(state)).await
 }

@@ -77,6 +77,9 @@ pub async fn cold_start(binary: &Path, function: &str, event: &str, env: &[(Stri
         .with_state(emu);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let spawned = Instant::now();

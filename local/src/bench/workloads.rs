@@ -412,7 +412,7 @@ async fn inserts(ctx: &Ctx) -> Result<Vec<Row>> {
         .collect();
     let body = serde_json::to_vec(&events)?;
     let n = if ctx.opts.quick { 20 } else { 200 };
-    let r = load(ctx, vec![Req::post("/events", "application/json", body)], 1, Stop::Count(n)).await?;
+    let r = load(ctx, vec![Req::post("/events", "application/json", body.clone())], 1, Stop::Count(n)).await?;
     check(&r)?;
     let bulk_n = if ctx.opts.quick { 2 } else { 5 };
     let count = if ctx.opts.quick { 10_000 } else { 100_000 };
@@ -420,6 +420,24 @@ async fn inserts(ctx: &Ctx) -> Result<Vec<Row>> {
     let b = loadgen::run(&plan).await?;
     check(&b)?;
     let rows_per_s = count as f64 / (b.p50_us / 1e6);
+    // The same writes without HTTP: PostgreSQL's share of the figures above.
+    let cfg = quiver::Config::from_env()?;
+    let pg = quiver::pg::Pg::new(&cfg)?;
+    let batch = quiver::events::parse_body(&body, quiver::events::BodyFormat::Json, chrono::Utc::now().timestamp_micros())?;
+    let mut direct = Vec::new();
+    for _ in 0..n {
+        direct.push(quiver::ingest::insert(&pg, &batch, None).await?);
+    }
+    let direct_ms = median(direct.iter().map(|o| match o {
+        quiver::ingest::Outcome::Written(i) => i.took_ms,
+        quiver::ingest::Outcome::Replayed(_) => f64::NAN,
+    }));
+    let gen = quiver::generate::Generator::new(9, quiver::generate::Shape::default());
+    let mut bulk_ms = Vec::new();
+    for _ in 0..bulk_n {
+        bulk_ms.push(quiver::ingest::bulk(&pg, &gen, 0, count, &|_| {}).await?.took_ms);
+    }
+    let bulk_ms = median(bulk_ms.into_iter());
     Ok(vec![
         Row::new("insert-1000", "PostgreSQL: insert 1,000 events (POST /events, COPY BINARY)", "serve", "37.8 ms (26,442 rows/s)", Some(37.8), "≤ 5 ms")
             .figure(format!("p50 {} / p99 {} ({:.0} rows/s)", us(r.p50_us), us(r.p99_us), 1000.0 / (r.p50_us / 1e6)), r.p50_us / 1e3)
@@ -427,7 +445,18 @@ async fn inserts(ctx: &Ctx) -> Result<Vec<Row>> {
         Row::new("insert-100k", &format!("PostgreSQL: insert {count} events over HTTP (POST /events/bulk)"), "serve", "—", None, "≥ 500,000 rows/s")
             .figure(format!("{:.0} rows/s (p50 {} per request)", rows_per_s, us(b.p50_us)), b.p50_us / 1e3)
             .detail(json!({"latency": b, "rows_per_s": rows_per_s})),
+        Row::new("insert-1000-pg", "PostgreSQL alone: the same 1,000 events, COPY BINARY without HTTP", "binary", "—", None, "—")
+            .figure(format!("{:.2} ms (median of {n}; {:.0} rows/s)", direct_ms, 1000.0 / (direct_ms / 1e3)), direct_ms),
+        Row::new("insert-100k-pg", &format!("PostgreSQL alone: {count} generated events, COPY BINARY without HTTP"), "binary", "—", None, "—")
+            .figure(format!("{:.0} rows/s ({:.1} ms, median of {bulk_n})", count as f64 / (bulk_ms / 1e3), bulk_ms), bulk_ms),
     ])
+}
+
+/// The median of some figures (NaN when there are none).
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The functions, with a sample event each for the cold-start spawn.
