@@ -40,6 +40,11 @@ fi
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+command -v advzip >/dev/null || {
+  printf '\033[1m==> apt-get install advancecomp (advzip recompresses the zips)\033[0m\n' >&2
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends advancecomp >/dev/null
+}
+
 over=()
 for name in "${names[@]}"; do
   [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
@@ -62,6 +67,9 @@ for name in "${names[@]}"; do
   out="target/lambda/$name/bootstrap.zip"
   mkdir -p "$(dirname "$out")"
   [ "$built" -ef "$out" ] || cp "$built" "$out"
+  # cargo lambda deflates at zlib's default level; 7-Zip's deflate (advzip -3) packs the same
+  # standard zip about 3% smaller, which is what keeps the Polars function under its budget.
+  advzip -q -z -3 "$out"
 done
 
 echo
