@@ -107,6 +107,9 @@ pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
     if let Some(only) = &ctx.opts.only {
         stem.push_str(&format!("-{}", only.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")));
     }
+    if ctx.opts.release_cold_start {
+        stem.push_str("-release");
+    }
     let params = serde_json::json!({
         "events": ctx.opts.events, "docs": ctx.opts.docs, "duration_s": ctx.opts.duration,
         "connections": ctx.opts.connections, "quick": ctx.opts.quick, "lambda": ctx.opts.lambda, "only": ctx.opts.only,
