@@ -1,7 +1,7 @@
 //! `quiver-local serve`: every function's routes in one HTTP server, wrapped once in the same
 //! middleware the Lambda binaries use.
 
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 
 /// Builds every function's state from the environment and merges their routes.
@@ -40,14 +40,20 @@ pub fn openapi_json() -> String {
     s
 }
 
+/// A listener on `addr` whose connections send small replies at once (`TCP_NODELAY`): without it
+/// a response's body can wait for the client's delayed ACK of its headers, up to 40 ms.
+pub async fn listen(addr: &str) -> anyhow::Result<impl Listener<Addr = std::net::SocketAddr>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+    Ok(listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    }))
+}
+
 pub async fn run(addr: Option<String>) -> anyhow::Result<()> {
     let addr = addr.unwrap_or_else(|| "127.0.0.1:8080".into());
     let app = router(quiver::Config::from_env()?).await?;
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+    let listener = listen(&addr).await?;
     tracing::info!("serving every function on http://{}", listener.local_addr()?);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
     Ok(())
 }

@@ -75,11 +75,8 @@ pub async fn cold_start(binary: &Path, function: &str, event: &str, env: &[(Stri
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(error))
         .with_state(emu);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = crate::serve::listen("127.0.0.1:0").await?;
+    let addr = axum::serve::Listener::local_addr(&listener)?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let spawned = Instant::now();
