@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds one Lambda zip per function for `sam deploy`, and fails when one is over its size budget.
+# Builds one Lambda zip per function for `sam deploy`, and fails when one is over its size budget,
+# when its bootstrap could not start on provided.al2023 (infra/abi/check.sh), or when it fails the
+# deploy rehearsal under qemu-aarch64 (QUIVER_SKIP_REHEARSAL=1 skips that last step).
 #
 #   bash infra/package.sh            # every crate under functions/
 #   bash infra/package.sh health     # only these
@@ -45,6 +47,11 @@ command -v advzip >/dev/null || {
   sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends advancecomp >/dev/null
 }
 
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  printf '\033[1m==> rustup target add aarch64-unknown-linux-gnu\033[0m\n' >&2
+  rustup target add aarch64-unknown-linux-gnu
+fi
+
 over=()
 for name in "${names[@]}"; do
   [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
@@ -56,9 +63,15 @@ for name in "${names[@]}"; do
       printf '\033[1m==> apt-get install g++-aarch64-linux-gnu (DuckDB is C++)\033[0m\n' >&2
       sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu >/dev/null
     fi
+    # infra/abi/link.sh links libstdc++ statically, since provided.al2023 has GCC 11's. It is
+    # copied to a path that is the same for every clone: Cargo rebuilds everything when the
+    # linker's path changes.
+    linker_dir="${QUIVER_CACHE:-$HOME/.cache/quiver}/abi"
+    mkdir -p "$linker_dir"
+    cp infra/abi/link.sh infra/abi/arc4random.c "$linker_dir/"
     cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
       CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
-      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc)
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$linker_dir/link.sh")
     compiler=(--compiler cargo)
   fi
   printf '\033[1m==> cargo lambda build --release --arm64 %s-p %s\033[0m\n' "${compiler[*]:+${compiler[*]} }" "$name" >&2
@@ -70,6 +83,8 @@ for name in "${names[@]}"; do
   # cargo lambda deflates at zlib's default level; 7-Zip's deflate (advzip -3) packs the same
   # standard zip about 3% smaller, which is what keeps the Polars function under its budget.
   advzip -q -z -3 "$out"
+  # A bootstrap that provided.al2023 cannot start never leaves the machine.
+  bash infra/abi/check.sh --machine AArch64 "$out" || { rm -f "$out"; echo "refused: $out (see above)" >&2; exit 1; }
 done
 
 echo
@@ -87,4 +102,18 @@ done
 if [ ${#over[@]} -gt 0 ]; then
   echo "over budget: ${over[*]}" >&2
   exit 1
+fi
+
+# The zips `sam deploy` would upload, each seen answering before it leaves the machine: the deploy
+# rehearsal (quiver-local rehearse) runs them as the template deploys them, under qemu-aarch64.
+if [ "${QUIVER_SKIP_REHEARSAL:-0}" != 1 ]; then
+  if ! command -v qemu-aarch64 >/dev/null || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
+    printf '\033[1m==> apt-get install qemu-user libc6-arm64-cross (to run the arm64 zips here)\033[0m\n' >&2
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user libc6-arm64-cross libgcc-s1-arm64-cross >/dev/null
+  fi
+  printf '\033[1m==> deploy rehearsal of the arm64 zips under qemu-aarch64\033[0m\n' >&2
+  cargo build -q -p quiver-local
+  only=()
+  [ $# -gt 0 ] && for name in "${names[@]}"; do only+=(--only "$name"); done
+  "$CARGO_TARGET_DIR/debug/quiver-local" rehearse --zips target/lambda "${only[@]}"
 fi

@@ -26,6 +26,8 @@ have cc || missing+=(build-essential)
 have c++ || missing+=(g++)
 have pkg-config || missing+=(pkg-config)
 have curl || missing+=(curl)
+have unzip || missing+=(unzip)     # the deploy rehearsal unpacks the Lambda zips
+have readelf || missing+=(binutils) # infra/abi/check.sh
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
@@ -47,6 +49,11 @@ fi
 if [ ! -x "$VENV/bin/cfn-lint" ]; then
   say "pip install cfn-lint (into $VENV)"
   "$VENV/bin/pip" install -q cfn-lint
+fi
+# The deploy rehearsal (quiver-local rehearse) reads the database secret from moto's Secrets Manager.
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  say "pip install moto[server] (into $VENV)"
+  "$VENV/bin/pip" install -q "moto[server]"
 fi
 # Schemathesis fuzzes `quiver-local serve` from its OpenAPI document in the test command.
 SCHEMATHESIS_VERSION=4.32.5

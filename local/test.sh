@@ -38,6 +38,8 @@ after() {
   say "$what"
   "$@" || { echo "failed: $what" >&2; status=1; }
 }
+after "deploy rehearsal: every function as infra/template.yaml deploys it (its environment, secrets from moto, TLS-only services, the Lambda runtime API)" \
+  "$CARGO_TARGET_DIR/debug/quiver-local" rehearse
 after "bench --quick (keeps the suite from rotting; no figures asserted)" \
   "$CARGO_TARGET_DIR/debug/quiver-local" bench --quick --strict --out "$QUIVER_CACHE/bench-quick"
 after "load: 64 connections for 10 s on cached and uncached analytics, search and POST /events; no errors, RSS flat" \

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use quiver_local::{bench, env, index, s3server, seed, serve, services, snapshot};
+use quiver_local::{bench, env, index, rehearse, s3server, seed, serve, services, snapshot};
 
 #[derive(Parser)]
 #[command(version, about = "Run Quiver locally: services, every handler on one port, seed and bench")]
@@ -71,6 +71,9 @@ enum Cmd {
     Index(index::Options),
     /// Measure every workload of shared/TARGETS.md through HTTP and write bench/results/.
     Bench(bench::Options),
+    /// Run every function as infra/template.yaml deploys it (its environment, secrets from moto,
+    /// TLS-only services, the Lambda runtime API) and send it every event Lambda would.
+    Rehearse(rehearse::Options),
     /// Print the environment the functions get locally, as `export` lines.
     Env,
 }
@@ -100,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Index(opts) => index::run(opts).await.map(|_| ()),
         Cmd::Bench(opts) => bench::run(opts).await.map(|_| ()),
+        Cmd::Rehearse(opts) => rehearse::run(opts).await,
         Cmd::Env => {
             for (k, v) in env::file_vars() {
                 println!("export {k}={}", std::env::var(&k).unwrap_or(v));

@@ -6,16 +6,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use quiver_local::template::{intrinsic, sub_text, Template};
 use serde_yaml::Value;
 
 /// Functions that only read the bucket (snapshots, indexes): a write grant is a defect.
 const READ_ONLY: &[&str] = &["analytics", "search"];
+/// Routes that write in bulk or rebuild the published data.
+const ADMIN_ROUTES: &[&str] = &["POST /events/bulk", "POST /snapshot", "POST /index"];
 /// Functions that link DuckDB or Polars: at least 1769 MB, which is one full vCPU.
 const HEAVY: &[&str] = &["analytics", "snapshot", "process", "pg-benchmark"];
 
 #[test]
 fn every_function_crate_has_one_lambda_and_every_lambda_a_crate() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let lambdas: BTreeSet<String> = template.functions().into_keys().collect();
     let crates = function_crates();
 
@@ -37,7 +40,7 @@ fn every_function_crate_has_one_lambda_and_every_lambda_a_crate() {
 
 #[test]
 fn every_route_in_the_readme_reaches_its_function_through_the_api() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let api = template.api_routes();
     let readme = readme_routes();
     assert!(!readme.is_empty(), "found no `| `name` | `METHOD /path` |` rows under README.md's ## Endpoints");
@@ -52,7 +55,7 @@ fn every_route_in_the_readme_reaches_its_function_through_the_api() {
 
 #[test]
 fn each_function_is_granted_no_more_than_it_needs() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let mut problems = Vec::new();
     for (name, f) in template.functions() {
         problems.extend(policy_problems(&name, &f.props).into_iter().map(|p| format!("{name}: {p}")));
@@ -104,7 +107,7 @@ fn the_policy_check_catches_wide_grants() {
 
 #[test]
 fn functions_run_on_arm64_al2023_with_json_logs_and_tracing() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let globals = &template.doc["Globals"]["Function"];
     assert_eq!(globals["Runtime"], "provided.al2023");
     assert_eq!(globals["Handler"], "bootstrap");
@@ -131,32 +134,103 @@ fn functions_run_on_arm64_al2023_with_json_logs_and_tracing() {
 
 #[test]
 fn urls_and_routes_are_behind_the_auth_type_parameter_which_defaults_to_iam() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let auth = &template.doc["Parameters"]["AuthType"];
     assert_eq!(auth["Default"], "AWS_IAM");
     assert_eq!(auth["AllowedValues"], serde_yaml::from_str::<Value>("[AWS_IAM, NONE]").unwrap());
 
     for (name, f) in template.functions() {
+        let public = ["PublicUrl", "PublicInvoke"].map(|suffix| format!("{}{suffix}", f.id));
+        if f.props["FunctionUrlConfig"].is_null() {
+            for id in &public {
+                assert!(template.doc["Resources"][id.as_str()].is_null(), "{name} has no Function URL, so {id} grants nothing but noise");
+            }
+            continue;
+        }
         assert_eq!(intrinsic(&f.props["FunctionUrlConfig"]["AuthType"], "Ref"), Some(&"AuthType".into()), "{name}: Function URL AuthType");
         // SAM adds the public-access permissions only for a literal NONE, not for a parameter.
-        for suffix in ["PublicUrl", "PublicInvoke"] {
-            let id = format!("{}{suffix}", f.id);
+        for id in &public {
             let resource = &template.doc["Resources"][id.as_str()];
             assert_eq!(resource["Condition"], "PublicUrls", "{name}: {id} should exist, with Condition: PublicUrls");
         }
     }
     for (id, route) in template.resources("AWS::ApiGatewayV2::Route") {
+        let key = route["RouteKey"].as_str().unwrap_or_default();
+        if ADMIN_ROUTES.contains(&key) {
+            continue;
+        }
         assert_eq!(intrinsic(&route["AuthorizationType"], "Ref"), Some(&"AuthType".into()), "{id}: AuthorizationType");
+    }
+}
+
+/// A Function URL is authorized per function, not per route: a route that writes in bulk or
+/// rebuilds must not share a door with reads. These are served through the HTTP API only, with
+/// IAM whatever `AuthType` says, so a policy can grant them to an admin principal alone.
+#[test]
+fn write_and_rebuild_routes_are_iam_only_and_their_functions_have_no_url() {
+    let template = Template::load(&repo()).unwrap();
+    let routes = template.api_routes();
+    for admin in ADMIN_ROUTES {
+        let function = routes.get(*admin).unwrap_or_else(|| panic!("infra/template.yaml has no route {admin}"));
+        let (id, route) = template.resources("AWS::ApiGatewayV2::Route").find(|(_, r)| r["RouteKey"] == *admin).unwrap();
+        assert_eq!(route["AuthorizationType"], "AWS_IAM", "{id} ({admin}) must be AWS_IAM, not the AuthType parameter");
+        let f = &template.functions()[function.as_str()];
+        assert!(f.props["FunctionUrlConfig"].is_null(), "{function} serves {admin}, so it must have no Function URL (a URL would let any caller of it rebuild or bulk-write)");
+    }
+    let policy = std::fs::read_to_string(repo().join("SECURITY.md")).unwrap();
+    for admin in ADMIN_ROUTES {
+        assert!(policy.contains(admin), "SECURITY.md should say who may call {admin}");
+    }
+}
+
+#[test]
+fn every_function_reserves_its_concurrency_through_a_parameter() {
+    let template = Template::load(&repo()).unwrap();
+    for (name, f) in template.functions() {
+        let parameter = format!("{}Concurrency", f.id);
+        let condition = format!("{}Unreserved", f.id);
+        let reserved = intrinsic(&f.props["ReservedConcurrentExecutions"], "If").and_then(Value::as_sequence);
+        let expected: Vec<Value> = serde_yaml::from_str(&format!("[{condition}, !Ref AWS::NoValue, !Ref {parameter}]")).unwrap();
+        assert_eq!(reserved, Some(&expected), "{name}: ReservedConcurrentExecutions: !If [{condition}, !Ref AWS::NoValue, !Ref {parameter}]");
+        let p = &template.doc["Parameters"][parameter.as_str()];
+        assert_eq!(p["Type"], "Number", "{name}: parameter {parameter}");
+        assert!(p["Default"].as_u64().is_some_and(|n| n > 0), "{name}: {parameter} should default to a reservation");
+    }
+}
+
+/// What a browser client sends and reads: the cache and versioning headers must pass CORS.
+#[test]
+fn cors_lets_a_browser_send_and_read_quivers_headers() {
+    let template = Template::load(&repo()).unwrap();
+    let mut configs: Vec<(String, &Value)> = vec![("Api".into(), &template.doc["Resources"]["Api"]["Properties"]["CorsConfiguration"])];
+    for (name, f) in template.functions() {
+        if !f.props["FunctionUrlConfig"].is_null() {
+            configs.push((format!("{name}'s Function URL"), &f.props["FunctionUrlConfig"]["Cors"]));
+        }
+    }
+    for (what, cors) in configs {
+        let allow = cors["AllowHeaders"].as_sequence().unwrap_or_else(|| panic!("{what}: no AllowHeaders"));
+        for header in ["idempotency-key", "if-none-match", "content-type", "authorization"] {
+            assert!(allow.contains(&header.into()), "{what}: AllowHeaders lacks {header}");
+        }
+        let expose = cors["ExposeHeaders"].as_sequence().unwrap_or_else(|| panic!("{what}: no ExposeHeaders"));
+        for header in ["etag", "x-cache", "x-data-version", "x-index-version", "x-request-id", "server-timing"] {
+            assert!(expose.contains(&header.into()), "{what}: ExposeHeaders lacks {header}");
+        }
     }
 }
 
 #[test]
 fn every_url_is_an_output() {
-    let template = Template::load();
+    let template = Template::load(&repo()).unwrap();
     let outputs = &template.doc["Outputs"];
     assert_eq!(intrinsic(&outputs["ApiUrl"]["Value"], "GetAtt"), Some(&"Api.ApiEndpoint".into()));
     for (name, f) in template.functions() {
         let output = format!("{}FunctionUrl", f.id);
+        if f.props["FunctionUrlConfig"].is_null() {
+            assert!(outputs[output.as_str()].is_null(), "{name} has no Function URL, so Outputs.{output} should not exist");
+            continue;
+        }
         let value = format!("{}Url.FunctionUrl", f.id);
         assert_eq!(intrinsic(&outputs[output.as_str()]["Value"], "GetAtt"), Some(&value.into()), "{name}: Outputs.{output}");
     }
@@ -171,88 +245,6 @@ fn repo() -> PathBuf {
 
 fn read(relative: &str) -> String {
     std::fs::read_to_string(repo().join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
-/// A Lambda in the template: its logical ID and its Properties.
-struct Function<'a> {
-    id: &'a str,
-    props: &'a Value,
-}
-
-/// `infra/template.yaml`, with CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) kept
-/// as tagged values.
-struct Template {
-    doc: Value,
-}
-
-impl Template {
-    fn load() -> Self {
-        let doc = serde_yaml::from_str(&read("infra/template.yaml")).expect("infra/template.yaml is YAML");
-        Template { doc }
-    }
-
-    /// `(logical ID, Properties)` of every resource of type `ty`.
-    fn resources<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
-        let resources = self.doc["Resources"].as_mapping().expect("Resources is a mapping");
-        resources.iter().filter(move |(_, r)| r["Type"] == ty).map(|(id, r)| {
-            let id = id.as_str().expect("a logical ID is a string");
-            assert!(r["Properties"].is_mapping(), "{id} has no Properties");
-            (id, &r["Properties"])
-        })
-    }
-
-    /// The Lambdas by crate name, which is read from `CodeUri: ../target/lambda/<name>/bootstrap.zip`.
-    fn functions(&self) -> BTreeMap<String, Function<'_>> {
-        self.resources("AWS::Serverless::Function")
-            .map(|(id, props)| {
-                let uri = props["CodeUri"].as_str().unwrap_or_default();
-                let name = uri
-                    .strip_prefix("../target/lambda/")
-                    .and_then(|rest| rest.strip_suffix("/bootstrap.zip"))
-                    .unwrap_or_else(|| panic!("{id}: CodeUri {uri:?} should be ../target/lambda/<name>/bootstrap.zip (what infra/package.sh leaves)"));
-                (name.to_string(), Function { id, props })
-            })
-            .collect()
-    }
-
-    /// `"GET /health"` -> `"health"`: every HTTP API route and the function its integration calls.
-    fn api_routes(&self) -> BTreeMap<String, String> {
-        let by_id: BTreeMap<&str, String> = self.functions().into_iter().map(|(name, f)| (f.id, name)).collect();
-        let integrations: BTreeMap<&str, &str> = self
-            .resources("AWS::ApiGatewayV2::Integration")
-            .map(|(id, i)| {
-                assert_eq!(i["PayloadFormatVersion"], "2.0", "{id}: PayloadFormatVersion");
-                let target = intrinsic(&i["IntegrationUri"], "GetAtt").and_then(Value::as_str).and_then(|t| t.strip_suffix(".Arn"));
-                (id, target.unwrap_or_else(|| panic!("{id}: IntegrationUri should be !GetAtt <Function>.Arn")))
-            })
-            .collect();
-        self.resources("AWS::ApiGatewayV2::Route")
-            .map(|(id, route)| {
-                let key = route["RouteKey"].as_str().unwrap_or_else(|| panic!("{id}: RouteKey"));
-                let integration = sub_text(&route["Target"]).and_then(|t| t.strip_prefix("integrations/${")?.strip_suffix('}').map(str::to_string));
-                let function = integration
-                    .as_deref()
-                    .and_then(|i| integrations.get(i))
-                    .and_then(|f| by_id.get(f))
-                    .unwrap_or_else(|| panic!("{id}: Target should be !Sub integrations/${{<Function>Integration}} of a function"));
-                (key.to_string(), function.clone())
-            })
-            .collect()
-    }
-}
-
-/// The value inside `!Name x` (or its long form `{"Fn::Name": x}`, `{"Ref": x}`).
-fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    match v {
-        Value::Tagged(t) if t.tag == name => Some(&t.value),
-        Value::Mapping(m) if m.len() == 1 => m.get(if name == "Ref" { name.to_string() } else { format!("Fn::{name}") }),
-        _ => None,
-    }
-}
-
-/// The text of a `!Sub "..."`.
-fn sub_text(v: &Value) -> Option<String> {
-    intrinsic(v, "Sub").and_then(Value::as_str).map(str::to_string)
 }
 
 /// Crates under `functions/`.

@@ -131,7 +131,11 @@ impl Config {
                 Need::Bucket => ("QUIVER_BUCKET", self.bucket.is_some()),
             };
             if !set {
-                return Err(ConfigError { var, problem: "is not set".into() });
+                let problem = match need {
+                    Need::Database => "is not set, and neither is QUIVER_DATABASE_SECRET_ARN (the Secrets Manager secret that holds it on AWS)",
+                    _ => "is not set",
+                };
+                return Err(ConfigError { var, problem: problem.into() });
             }
         }
         Ok(())

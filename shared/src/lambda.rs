@@ -21,6 +21,17 @@ pub fn init() {
     lambda_http::tracing::init_default_subscriber();
 }
 
+/// The function's settings, read once at init: the environment, and on AWS the PostgreSQL URL
+/// from the secret named by `QUIVER_DATABASE_SECRET_ARN` (every function linking `pg` links
+/// `secrets`). Every `main.rs` starts here, so no function can skip the secret.
+pub async fn config() -> Result<crate::Config, crate::config::ConfigError> {
+    #[allow(unused_mut)]
+    let mut cfg = crate::Config::from_env()?;
+    #[cfg(feature = "secrets")]
+    crate::secrets::resolve_database_url(&mut cfg).await?;
+    Ok(cfg)
+}
+
 /// Loads `what` during init (which runs at full CPU), so that the first request finds it ready.
 /// A failure is logged, not fatal: the first request tries again and answers 503 if it fails too.
 pub async fn warm<T>(what: &str, load: impl std::future::Future<Output = crate::Result<T>>) {

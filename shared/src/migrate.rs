@@ -7,10 +7,16 @@ use crate::pg::Pg;
 /// `(version, sql)`, in order.
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_user_events.sql"))];
 
-/// Applies every migration not yet recorded, each in its own transaction, under an advisory lock
-/// so that concurrent cold starts do not race.
+/// Applies every migration not yet recorded. [`Pg::client`] does this on an instance's first
+/// connection; tools call it to prepare a database before using it.
 pub async fn run(pg: &Pg) -> Result<()> {
-    let mut c = pg.client().await?;
+    let mut c = pg.connection().await?;
+    apply(pg, &mut c).await
+}
+
+/// Applies every migration not yet recorded on `c`, each in its own transaction, under an advisory
+/// lock so that concurrent cold starts do not race.
+pub(crate) async fn apply(pg: &Pg, c: &mut crate::pg::Client) -> Result<()> {
     pg.timed(
         "migrate",
         c.batch_execute(

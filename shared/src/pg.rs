@@ -27,11 +27,16 @@ pub const NAME: &str = "postgres";
 pub struct Pg {
     pool: Pool,
     timeout: Duration,
+    /// Set once the schema is known to be current on this instance (see [`Pg::client`]).
+    schema: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Pg {
     pub fn new(cfg: &Config) -> std::result::Result<Self, ConfigError> {
-        let url = cfg.database_url.as_deref().ok_or(ConfigError { var: "QUIVER_DATABASE_URL", problem: "is not set".into() })?;
+        let url = cfg.database_url.as_deref().ok_or_else(|| ConfigError {
+            var: "QUIVER_DATABASE_URL",
+            problem: "is not set, and neither is QUIVER_DATABASE_SECRET_ARN (the Secrets Manager secret that holds it on AWS)".into(),
+        })?;
         Self::build(url, cfg.pg_ca_file.as_deref(), cfg.pg_pool_size, cfg.pg_timeout)
     }
 
@@ -72,7 +77,7 @@ impl Pg {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| ConfigError { var: "QUIVER_PG_POOL_SIZE", problem: e.to_string() })?;
-        Ok(Pg { pool, timeout })
+        Ok(Pg { pool, timeout, schema: Default::default() })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -85,7 +90,20 @@ impl Pg {
     }
 
     /// A connection from the pool; a down or saturated database is a 503 naming PostgreSQL.
+    ///
+    /// The first one on an instance also applies pending migrations: whichever function touches a
+    /// new database first (a scheduled export an hour after deploy, a health probe) finds its
+    /// tables there. A failure is retried by the next call.
     pub async fn client(&self) -> Result<Client> {
+        let mut c = self.connection().await?;
+        if !self.schema.initialized() {
+            self.schema.get_or_try_init(|| crate::migrate::apply(self, &mut c)).await?;
+        }
+        Ok(c)
+    }
+
+    /// A connection from the pool, without the schema check (what the migrations themselves use).
+    pub(crate) async fn connection(&self) -> Result<Client> {
         self.pool.get().await.map_err(pool_error)
     }
 
@@ -205,6 +223,13 @@ mod tests {
             let url = format!("postgres://u:p@db.invalid/q?sslmode={mode}&application_name=t");
             assert!(Pg::connect_lazy(&url, 1, Duration::from_secs(1)).is_ok(), "{mode}");
         }
+    }
+
+    #[test]
+    fn without_a_url_or_a_secret_the_error_names_both_variables() {
+        let e = Pg::new(&Config::from_vars(&Default::default()).unwrap()).err().unwrap();
+        let shown = e.to_string();
+        assert!(shown.contains("QUIVER_DATABASE_URL") && shown.contains("QUIVER_DATABASE_SECRET_ARN"), "{shown}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
-    let state = analytics::Analytics::new(&quiver::Config::from_env()?).await?;
+    let state = analytics::Analytics::new(&quiver::lambda::config().await?).await?;
     quiver::lambda::warm("snapshot", state.warm()).await;
     quiver::lambda::run(analytics::routes(state)).await
 }

@@ -19,28 +19,20 @@ use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
-use tokio::sync::OnceCell;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// Most events one bulk request may generate.
 pub const MAX_BULK: u64 = 1_000_000;
 
-/// Per-instance state: the PostgreSQL pool, and whether migrations ran.
+/// Per-instance state: the PostgreSQL pool (which applies migrations on first use).
 pub struct Events {
     pg: Pg,
-    migrated: OnceCell<()>,
 }
 
 impl Events {
     pub fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Ok(Arc::new(Events { pg: Pg::new(cfg)?, migrated: OnceCell::new() }))
-    }
-
-    /// The pool, after applying migrations once per instance (retried if PostgreSQL was down).
-    async fn pg(&self) -> Result<&Pg> {
-        self.migrated.get_or_try_init(|| quiver::migrate::run(&self.pg)).await?;
-        Ok(&self.pg)
+        Ok(Arc::new(Events { pg: Pg::new(cfg)? }))
     }
 }
 
@@ -85,7 +77,7 @@ async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) ->
     })
     .await
     .map_err(|e| Error::Internal(format!("parsing task: {e}")))??;
-    let pg = s.pg().await?;
+    let pg = &s.pg;
     match ingest::insert(pg, &batch, key.as_deref().map(|k| (k, hash.as_str()))).await? {
         Outcome::Written(ins) => {
             tracing::info!(inserted = ins.inserted, first_id = ins.first_id, took_ms = ins.took_ms, "events written");
@@ -125,7 +117,7 @@ async fn list(State(s): State<Arc<Events>>, Path(user_id): Path<String>, uri: Ur
     let p = Params::from_uri(&uri)?;
     let limit: i64 = p.number("limit", Some(100), 1..=1000)?;
     let cursor = p.text("cursor", 64)?.map(Cursor::decode).transpose()?;
-    let (events, next) = ingest::list(s.pg().await?, user_id, limit, cursor).await?;
+    let (events, next) = ingest::list(&s.pg, user_id, limit, cursor).await?;
     Ok(json(StatusCode::OK, &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) }))
 }
 
@@ -155,7 +147,7 @@ async fn bulk(State(s): State<Arc<Events>>, uri: Uri) -> Result<Response> {
     };
     let started = Instant::now();
     let gen = Generator::new(seed, Shape::default());
-    let ins = ingest::bulk(s.pg().await?, &gen, 0, count, &|_| {}).await?;
+    let ins = ingest::bulk(&s.pg, &gen, 0, count, &|_| {}).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(inserted = ins.inserted, took_ms = ins.took_ms, "bulk load written");
     Ok(json(

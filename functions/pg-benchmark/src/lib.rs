@@ -12,7 +12,6 @@ use quiver::config::ConfigError;
 use quiver::http::{json, Params};
 use quiver::pg::Pg;
 use quiver::{rows, Config, Result};
-use tokio::sync::OnceCell;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,10 +20,10 @@ pub const MAX_LIMIT: i64 = 10_000;
 /// Most counted runs of `/samples/pg/benchmark`.
 pub const MAX_RUNS: usize = 100;
 
-/// Per-instance state: the PostgreSQL pool, and whether migrations ran.
+/// Per-instance state: the PostgreSQL pool (which applies migrations on first use, so an empty
+/// database gives empty results rather than a missing-table error).
 pub struct PgBenchmark {
     pg: Pg,
-    migrated: OnceCell<()>,
 }
 
 impl PgBenchmark {
@@ -34,14 +33,7 @@ impl PgBenchmark {
 
     /// State over a given pool (tests point one at a database that is down).
     pub fn with_pg(pg: Pg) -> Arc<Self> {
-        Arc::new(PgBenchmark { pg, migrated: OnceCell::new() })
-    }
-
-    /// The pool, after applying migrations once per instance, so an empty database gives empty
-    /// results rather than a missing-table error.
-    async fn pg(&self) -> Result<&Pg> {
-        self.migrated.get_or_try_init(|| quiver::migrate::run(&self.pg)).await?;
-        Ok(&self.pg)
+        Arc::new(PgBenchmark { pg })
     }
 }
 
@@ -83,7 +75,7 @@ async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Respon
     let p = Params::from_uri(&uri)?;
     let (user_id, limit) = target(&p)?;
     let runs: usize = p.number("runs", Some(5), 1..=MAX_RUNS)?;
-    let report = rows::benchmark(s.pg().await?, user_id, limit, runs).await?;
+    let report = rows::benchmark(&s.pg, user_id, limit, runs).await?;
     Ok(json(StatusCode::OK, &report))
 }
 
@@ -92,6 +84,6 @@ async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Respon
     responses((status = 200, description = "Each approach's times for one pass.", body = rows::PassReport)))]
 async fn benchmark_all(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
     let (user_id, limit) = target(&Params::from_uri(&uri)?)?;
-    let report = rows::one_pass(s.pg().await?, user_id, limit).await?;
+    let report = rows::one_pass(&s.pg, user_id, limit).await?;
     Ok(json(StatusCode::OK, &report))
 }

@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
-    let state = pg_benchmark::PgBenchmark::new(&quiver::Config::from_env()?)?;
+    let state = pg_benchmark::PgBenchmark::new(&quiver::lambda::config().await?)?;
     quiver::lambda::run(pg_benchmark::routes(state)).await
 }

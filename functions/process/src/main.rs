@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
-    let state = process::Process::new(&quiver::Config::from_env()?)?;
+    let state = process::Process::new(&quiver::lambda::config().await?)?;
     quiver::lambda::run(process::routes(state)).await
 }

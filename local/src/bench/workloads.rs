@@ -474,23 +474,13 @@ const FUNCTIONS: &[(&str, &str)] = &[
 async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
     let root = crate::env::repo_root();
     let release = ctx.opts.release_cold_start;
-    let profile = if release { "release" } else { "debug" };
-    let bin_dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| root.join("target").display().to_string())).join(profile);
     let env: Vec<(String, String)> = crate::env::file_vars().into_iter().map(|(k, _)| (k.clone(), std::env::var(&k).unwrap_or_default())).collect();
     let mut rows = Vec::new();
     for (name, event_file) in FUNCTIONS {
         let target = if *name == "health" { "≤ 20 ms" } else { "≤ 40 ms" };
-        // Built on its own, so the binary links only its own features (a workspace build unifies them).
-        let built = root.join("functions").join(name).is_dir()
-            && std::process::Command::new("cargo")
-                .args(["build", "-q", "-p", name])
-                .args(release.then_some("--release"))
-                .current_dir(&root)
-                .status()
-                .is_ok_and(|s| s.success());
-        let bin = bin_dir.join(name);
+        let bin = crate::build::function_alone(name, release);
         let event = std::fs::read_to_string(root.join(event_file));
-        let (Ok(event), true) = (event, built && bin.is_file()) else {
+        let (Ok(event), Ok(bin)) = (event, bin) else {
             rows.push(Row::new(&format!("cold-start-{name}"), &format!("cold start: {name}"), "binary", "Python 3.13 zip ≈ 80 ms", Some(80.0), target).status("not built yet".to_string()));
             continue;
         };
