@@ -64,14 +64,16 @@ for name in "${names[@]}"; do
       sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu >/dev/null
     fi
     # infra/abi/link.sh links libstdc++ statically, since provided.al2023 has GCC 11's. It is
-    # copied to a path that is the same for every clone: Cargo rebuilds everything when the
-    # linker's path changes.
+    # copied to a path that is the same for every clone (Cargo rebuilds everything when the
+    # linker's path changes), under a name ending in -gcc: rustc infers from the name that it
+    # takes gcc's options (-Wl,...) rather than ld's.
     linker_dir="${QUIVER_CACHE:-$HOME/.cache/quiver}/abi"
     mkdir -p "$linker_dir"
-    cp infra/abi/link.sh infra/abi/arc4random.c "$linker_dir/"
+    cp infra/abi/link.sh "$linker_dir/quiver-aarch64-gcc"
+    cp infra/abi/arc4random.c "$linker_dir/"
     cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
       CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
-      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$linker_dir/link.sh")
+      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$linker_dir/quiver-aarch64-gcc")
     compiler=(--compiler cargo)
   fi
   printf '\033[1m==> cargo lambda build --release --arm64 %s-p %s\033[0m\n' "${compiler[*]:+${compiler[*]} }" "$name" >&2
