@@ -276,6 +276,8 @@ Globals:
   Function:
     MemorySize: 256
     Timeout: 10
+    LoggingConfig:
+      LogFormat: JSON
     Environment:
       Variables:
         RUST_LOG: !Ref Level
