@@ -159,7 +159,8 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     drop(stack);
 
-    eprintln!("rehearse: {} ({})", if emulate { "arm64 zips under qemu-aarch64" } else { "x86-64 dev binaries" }, infra_note());
+    let ran = if emulate { "arm64 zips under qemu-aarch64" } else { "x86-64 dev binaries" };
+    eprintln!("rehearse: {ran} (environment from infra/template.yaml, secrets from moto, TLS-only PostgreSQL and Valkey)");
     for line in &summary {
         eprintln!("{line}");
     }
@@ -168,10 +169,6 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     eprintln!("rehearse: every function started and answered every event");
     Ok(())
-}
-
-fn infra_note() -> &'static str {
-    "environment from infra/template.yaml, secrets from moto, TLS-only PostgreSQL and Valkey"
 }
 
 /// Every operation of the OpenAPI document is reachable through an HTTP API route and has a

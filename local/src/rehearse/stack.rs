@@ -24,7 +24,8 @@ pub struct Stack {
     pub rds_json_secret: String,
     /// A URL secret, as a user of an existing database stores it.
     pub url_secret: String,
-    s3_root: ScratchDir,
+    /// The S3 server's files, removed when the stack is dropped.
+    _s3_root: ScratchDir,
     s3_server: tokio::task::JoinHandle<anyhow::Result<()>>,
     moto: tokio::process::Child,
 }
@@ -67,7 +68,7 @@ impl Stack {
         let client = secrets_client(&secrets_endpoint).await?;
         let rds_json_secret = create_secret(&client, "quiver-rehearsal-rds", &rds_json).await?;
         let url_secret = create_secret(&client, "quiver-rehearsal-url", &url).await?;
-        Ok(Stack { certs, _pg: pg, valkey, s3_endpoint, secrets_endpoint, rds_json_secret, url_secret, s3_root, s3_server, moto })
+        Ok(Stack { certs, _pg: pg, valkey, s3_endpoint, secrets_endpoint, rds_json_secret, url_secret, _s3_root: s3_root, s3_server, moto })
     }
 
     /// Creates an empty bucket for one pass: each pass deploys into a stack with no snapshot and no
@@ -114,7 +115,6 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.s3_server.abort();
         let _ = self.moto.start_kill();
-        let _ = &self.s3_root;
     }
 }
 
