@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 
 /// Where Cargo puts its output: `CARGO_TARGET_DIR`, else `target/` in the checkout.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::env::repo_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::env::repo_root().join("target"))
 }
 
 /// Builds `functions/<name>` on its own (`cargo build -p NAME`) and returns its binary.

@@ -4,17 +4,17 @@ use std::path::PathBuf;
 
 /// The checkout's root (the workspace this binary was built from), or `QUIVER_ROOT`.
 pub fn repo_root() -> PathBuf {
-    std::env::var_os("QUIVER_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            p.canonicalize().unwrap_or(p)
-        })
+    std::env::var_os("QUIVER_ROOT").map(PathBuf::from).unwrap_or_else(|| {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        p.canonicalize().unwrap_or(p)
+    })
 }
 
 /// Where native services keep their data, logs and pid files (`QUIVER_STATE_DIR`, else `local/.data`).
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("QUIVER_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("local/.data"))
+    std::env::var_os("QUIVER_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("local/.data"))
 }
 
 /// The `KEY=VALUE` lines of `local/.env.local`, in order.

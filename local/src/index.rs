@@ -28,7 +28,8 @@ pub async fn run(opts: Options) -> anyhow::Result<indexer::Report> {
     let source = match opts.file {
         Some(path) => indexer::Source::File(path),
         None => indexer::Source::Corpus {
-            corpus: Corpus::parse(&opts.corpus).ok_or_else(|| anyhow::anyhow!("--corpus must be reference or realistic"))?,
+            corpus: Corpus::parse(&opts.corpus)
+                .ok_or_else(|| anyhow::anyhow!("--corpus must be reference or realistic"))?,
             docs: opts.docs,
             seed: opts.seed,
         },

@@ -3,9 +3,9 @@
 pub mod bench;
 pub mod build;
 pub mod env;
+pub mod index;
 pub mod rehearse;
 pub mod runtime_api;
-pub mod index;
 pub mod s3server;
 pub mod seed;
 pub mod serve;

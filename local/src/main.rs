@@ -1,11 +1,13 @@
 //! `quiver-local`: Quiver on a laptop or in CI, with or without Docker.
 
 use clap::{Parser, Subcommand};
-
 use quiver_local::{bench, env, index, rehearse, s3server, seed, serve, services, snapshot};
 
 #[derive(Parser)]
-#[command(version, about = "Run Quiver locally: services, every handler on one port, seed and bench")]
+#[command(
+    version,
+    about = "Run Quiver locally: services, every handler on one port, seed and bench"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -91,7 +93,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Up { only } => services::up(only).await,
         Cmd::Down { only } => services::down(only).await,
         Cmd::Status => services::status().await,
-        Cmd::Serve { addr } => serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await,
+        Cmd::Serve { addr } => {
+            serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await
+        }
         Cmd::Openapi => {
             print!("{}", serve::openapi_json());
             Ok(())

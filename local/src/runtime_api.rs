@@ -82,7 +82,9 @@ impl RuntimeApi {
     /// Fails when it reports an init error or takes longer than `within`.
     pub async fn ready(&self, within: Duration) -> Result<Instant> {
         let mut init = self.init.clone();
-        let state = tokio::time::timeout(within, init.wait_for(|i| !matches!(i, Init::Running))).await.map(|r| r.map(|s| s.clone()));
+        let state = tokio::time::timeout(within, init.wait_for(|i| !matches!(i, Init::Running)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
         match state {
             Ok(Ok(Init::Ready(at))) => Ok(at),
             Ok(Ok(Init::Failed(body))) => bail!("init failed: {body}"),
@@ -103,7 +105,9 @@ impl RuntimeApi {
         match tokio::time::timeout(timeout, outcome).await {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => bail!("the runtime API dropped the invocation"),
-            Err(_) => bail!("no answer within the function's timeout ({} s)", timeout.as_secs_f64()),
+            Err(_) => {
+                bail!("no answer within the function's timeout ({} s)", timeout.as_secs_f64())
+            }
         }
     }
 }
@@ -129,14 +133,20 @@ async fn next(State(s): State<Arc<Shared>>) -> axum::response::Response {
         unreachable!()
     };
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let id = format!("00000000-0000-4000-8000-{:012}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let id = format!(
+        "00000000-0000-4000-8000-{:012}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     s.waiting.lock().unwrap().insert(id.clone(), job.done);
     let deadline = job.deadline.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     axum::response::Response::builder()
         .header("lambda-runtime-aws-request-id", &id)
         .header("lambda-runtime-deadline-ms", deadline.to_string())
         .header("lambda-runtime-invoked-function-arn", &s.function_arn)
-        .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000001;Parent=0000000000000001;Sampled=1")
+        .header(
+            "lambda-runtime-trace-id",
+            "Root=1-00000000-000000000000000000000001;Parent=0000000000000001;Sampled=1",
+        )
         .header("content-type", "application/json")
         .body(axum::body::Body::from(job.event))
         .unwrap()
@@ -152,11 +162,19 @@ fn finish(s: &Shared, id: &str, outcome: Outcome) -> axum::http::StatusCode {
     }
 }
 
-async fn response(State(s): State<Arc<Shared>>, Path(id): Path<String>, body: String) -> axum::http::StatusCode {
+async fn response(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: String,
+) -> axum::http::StatusCode {
     finish(&s, &id, Outcome::Response(body))
 }
 
-async fn error(State(s): State<Arc<Shared>>, Path(id): Path<String>, body: String) -> axum::http::StatusCode {
+async fn error(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: String,
+) -> axum::http::StatusCode {
     finish(&s, &id, Outcome::Error(body))
 }
 

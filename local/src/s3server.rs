@@ -12,9 +12,13 @@ use crate::env;
 /// Serves `root` as S3 on `addr` until the process is stopped; each bucket is a directory.
 pub async fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)?;
-    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3 root {}: {e:?}", root.display()))?;
+    let fs = s3s_fs::FileSystem::new(root)
+        .map_err(|e| anyhow::anyhow!("s3 root {}: {e:?}", root.display()))?;
     let mut b = S3ServiceBuilder::new(fs);
-    b.set_auth(SimpleAuth::from_single(env::var("AWS_ACCESS_KEY_ID")?, env::var("AWS_SECRET_ACCESS_KEY")?));
+    b.set_auth(SimpleAuth::from_single(
+        env::var("AWS_ACCESS_KEY_ID")?,
+        env::var("AWS_SECRET_ACCESS_KEY")?,
+    ));
     let service = b.build();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("S3 server on http://{} over {}", listener.local_addr()?, root.display());
@@ -31,7 +35,8 @@ pub async fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
         let service = service.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service);
             if let Err(e) = conn.await {
                 tracing::debug!("s3 connection: {e}");
             }

@@ -15,12 +15,18 @@ pub async fn run(count: u64, seed: u64, append: bool) -> anyhow::Result<Inserted
     quiver::migrate::run(&pg).await?;
     if !append {
         let c = pg.client().await?;
-        pg.timed("truncate", c.batch_execute("TRUNCATE user_events RESTART IDENTITY; TRUNCATE idempotency_keys")).await?;
+        pg.timed(
+            "truncate",
+            c.batch_execute("TRUNCATE user_events RESTART IDENTITY; TRUNCATE idempotency_keys"),
+        )
+        .await?;
     }
     let bar = ProgressBar::new(count);
     bar.set_style(
-        ProgressStyle::with_template("seeding {bar:40.cyan/blue} {pos}/{len} events, {per_sec}, eta {eta}")
-            .expect("a valid template"),
+        ProgressStyle::with_template(
+            "seeding {bar:40.cyan/blue} {pos}/{len} events, {per_sec}, eta {eta}",
+        )
+        .expect("a valid template"),
     );
     let started = Instant::now();
     let gen = Generator::new(seed, Shape::default());

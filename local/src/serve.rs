@@ -43,7 +43,9 @@ pub fn openapi_json() -> String {
 /// A listener on `addr` whose connections send small replies at once (`TCP_NODELAY`): without it
 /// a response's body can wait for the client's delayed ACK of its headers, up to 40 ms.
 pub async fn listen(addr: &str) -> anyhow::Result<impl Listener<Addr = std::net::SocketAddr>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
     Ok(listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     }))
@@ -54,6 +56,10 @@ pub async fn run(addr: Option<String>) -> anyhow::Result<()> {
     let app = router(quiver::Config::from_env()?).await?;
     let listener = listen(&addr).await?;
     tracing::info!("serving every function on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

@@ -150,7 +150,10 @@ pub async fn up(only: Option<Service>) -> Result<()> {
         compose(&args)?;
         std::fs::write(mode_file(), "docker")?;
     } else {
-        println!("No Docker engine: starting the services natively (state in {})", env::state_dir().display());
+        println!(
+            "No Docker engine: starting the services natively (state in {})",
+            env::state_dir().display()
+        );
         for s in &which {
             match s {
                 Service::Postgres => start_postgres(&t)?,
@@ -194,7 +197,9 @@ pub async fn down(only: Option<Service>) -> Result<()> {
         for s in &which {
             match s {
                 Service::Postgres => stop_postgres()?,
-                Service::Valkey => stop_pidfile("valkey", &env::state_dir().join("valkey.pid"), t.valkey_addr)?,
+                Service::Valkey => {
+                    stop_pidfile("valkey", &env::state_dir().join("valkey.pid"), t.valkey_addr)?
+                }
                 Service::S3 => stop_pidfile("s3", &env::state_dir().join("s3.pid"), t.s3_addr)?,
             }
         }
@@ -245,9 +250,16 @@ fn pg_bindir() -> Result<PathBuf> {
         return Ok(d);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").is_file()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").is_file())
+                .collect()
+        })
         .unwrap_or_default();
-    versions.sort_by_key(|p| p.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    versions.sort_by_key(|p| {
+        p.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0)
+    });
     versions.pop().ok_or_else(|| {
         anyhow!("PostgreSQL server binaries (initdb, pg_ctl) not found: install them with `sudo apt-get install -y postgresql`")
     })
@@ -277,7 +289,11 @@ fn pg_command(bindir: &Path, tool: &str) -> Command {
 fn run_quiet(mut c: Command, what: &str) -> Result<()> {
     let out = c.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
-        bail!("{what} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -292,7 +308,8 @@ fn start_postgres(t: &Targets) -> Result<()> {
     let data = root.join("data");
     std::fs::create_dir_all(&root)?;
     if is_root() {
-        let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&root).status()?.success();
+        let ok =
+            Command::new("chown").args(["-R", "postgres:postgres"]).arg(&root).status()?.success();
         if !ok {
             bail!("could not hand {} to the postgres user (is the `postgres` user there? `apt-get install -y postgresql` creates it)", root.display());
         }
@@ -304,7 +321,14 @@ fn start_postgres(t: &Targets) -> Result<()> {
             Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status()?;
         }
         let mut c = pg_command(&bindir, "initdb");
-        c.arg("-D").arg(&data).args(["-U", &t.pg_user, "-E", "UTF8", "--locale=C", "--auth=scram-sha-256"]);
+        c.arg("-D").arg(&data).args([
+            "-U",
+            &t.pg_user,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth=scram-sha-256",
+        ]);
         c.arg(format!("--pwfile={}", pwfile.display()));
         run_quiet(c, "initdb")?;
         let _ = std::fs::remove_file(&pwfile);
@@ -353,7 +377,10 @@ async fn ensure_database(t: &Targets) -> Result<()> {
             Err(e) => bail!("PostgreSQL at {} refused us: {e}", redact(&admin)),
         }
     };
-    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&t.pg_db]).await?.is_some();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&t.pg_db])
+        .await?
+        .is_some();
     if !exists {
         client.batch_execute(&format!("CREATE DATABASE \"{}\"", t.pg_db.replace('"', ""))).await?;
     }
@@ -366,9 +393,13 @@ async fn ensure_database(t: &Targets) -> Result<()> {
 // ---- Valkey -----------------------------------------------------------------------------------
 
 fn which(names: &[&str]) -> Option<PathBuf> {
-    let paths: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let extra = [PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")];
-    names.iter().find_map(|n| paths.iter().chain(extra.iter()).map(|d| d.join(n)).find(|p| p.is_file()))
+    let paths: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let extra =
+        [PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")];
+    names
+        .iter()
+        .find_map(|n| paths.iter().chain(extra.iter()).map(|d| d.join(n)).find(|p| p.is_file()))
 }
 
 fn start_valkey(t: &Targets) -> Result<()> {
@@ -389,7 +420,16 @@ fn start_valkey(t: &Targets) -> Result<()> {
         .arg(&log)
         .arg("--dir")
         .arg(&state)
-        .args(["--save", "", "--appendonly", "no", "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            "256mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ])
         .status()
         .with_context(|| format!("starting {}", bin.display()))?;
     if !status.success() {
@@ -434,12 +474,13 @@ async fn ensure_bucket(t: &Targets) -> Result<()> {
     if s3.head_bucket().await.is_ok() {
         return Ok(());
     }
-    s3.client
-        .create_bucket()
-        .bucket(&t.bucket)
-        .send()
-        .await
-        .map_err(|e| anyhow!("creating bucket {}: {}", t.bucket, quiver::storage::s3_error("CreateBucket", &t.bucket, e)))?;
+    s3.client.create_bucket().bucket(&t.bucket).send().await.map_err(|e| {
+        anyhow!(
+            "creating bucket {}: {}",
+            t.bucket,
+            quiver::storage::s3_error("CreateBucket", &t.bucket, e)
+        )
+    })?;
     Ok(())
 }
 

@@ -6,16 +6,23 @@ use chrono::{DateTime, Utc};
 
 fn time(name: &str, v: Option<&str>) -> anyhow::Result<Option<DateTime<Utc>>> {
     v.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| anyhow::anyhow!("--{name}: {s:?} is not an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z"))
+        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+            anyhow::anyhow!(
+                "--{name}: {s:?} is not an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z"
+            )
+        })
     })
     .transpose()
 }
 
 /// Exports `[from, to)` (everything by default) under `prefix` (default `snapshots/user_events`),
 /// keeping the newest `keep` versions (default `QUIVER_KEEP_VERSIONS`, else 3).
-pub async fn run(prefix: Option<&str>, from: Option<&str>, to: Option<&str>, keep: Option<usize>) -> anyhow::Result<ExportReport> {
+pub async fn run(
+    prefix: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    keep: Option<usize>,
+) -> anyhow::Result<ExportReport> {
     let window = Window { from: time("from", from)?, to: time("to", to)? };
     if let (Some(a), Some(b)) = (window.from, window.to) {
         anyhow::ensure!(a < b, "--to must be later than --from");

@@ -28,8 +28,12 @@ impl Template {
     /// Reads `infra/template.yaml` under `root`.
     pub fn load(root: &Path) -> Result<Self> {
         let path = root.join("infra/template.yaml");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Template { doc: serde_yaml::from_str(&text).with_context(|| format!("{} is not YAML", path.display()))? })
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Template {
+            doc: serde_yaml::from_str(&text)
+                .with_context(|| format!("{} is not YAML", path.display()))?,
+        })
     }
 
     /// `(logical ID, Properties)` of every resource of type `ty`.
@@ -58,13 +62,21 @@ impl Template {
 
     /// `"GET /health"` -> `"health"`: every HTTP API route and the function its integration calls.
     pub fn api_routes(&self) -> BTreeMap<String, String> {
-        let by_id: BTreeMap<&str, String> = self.functions().into_iter().map(|(name, f)| (f.id, name)).collect();
+        let by_id: BTreeMap<&str, String> =
+            self.functions().into_iter().map(|(name, f)| (f.id, name)).collect();
         let integrations: BTreeMap<&str, &str> = self
             .resources("AWS::ApiGatewayV2::Integration")
             .map(|(id, i)| {
                 assert_eq!(i["PayloadFormatVersion"], "2.0", "{id}: PayloadFormatVersion");
-                let target = intrinsic(&i["IntegrationUri"], "GetAtt").and_then(Value::as_str).and_then(|t| t.strip_suffix(".Arn"));
-                (id, target.unwrap_or_else(|| panic!("{id}: IntegrationUri should be !GetAtt <Function>.Arn")))
+                let target = intrinsic(&i["IntegrationUri"], "GetAtt")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.strip_suffix(".Arn"));
+                (
+                    id,
+                    target.unwrap_or_else(|| {
+                        panic!("{id}: IntegrationUri should be !GetAtt <Function>.Arn")
+                    }),
+                )
             })
             .collect();
         self.resources("AWS::ApiGatewayV2::Route")
@@ -101,7 +113,9 @@ impl Template {
 pub fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     match v {
         Value::Tagged(t) if t.tag == name => Some(&t.value),
-        Value::Mapping(m) if m.len() == 1 => m.get(if name == "Ref" { name.to_string() } else { format!("Fn::{name}") }),
+        Value::Mapping(m) if m.len() == 1 => {
+            m.get(if name == "Ref" { name.to_string() } else { format!("Fn::{name}") })
+        }
         _ => None,
     }
 }
@@ -124,7 +138,11 @@ pub struct Deployment<'a> {
 impl<'a> Deployment<'a> {
     /// Parameters take their `Default` unless `params` sets them; `resources` maps each resource
     /// reference the functions' settings use to its local stand-in.
-    pub fn new(template: &'a Template, params: &[(&str, &str)], resources: &[(&str, &str)]) -> Result<Self> {
+    pub fn new(
+        template: &'a Template,
+        params: &[(&str, &str)],
+        resources: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut chosen = BTreeMap::new();
         for (name, p) in template.doc["Parameters"].as_mapping().into_iter().flatten() {
             let name = name.as_str().context("a parameter name is a string")?;
@@ -146,11 +164,17 @@ impl<'a> Deployment<'a> {
     /// set to `AWS::NoValue` is left out.
     pub fn environment(&self, function: &Function<'_>) -> Result<BTreeMap<String, String>> {
         let mut env = BTreeMap::new();
-        let layers = [&self.template.doc["Globals"]["Function"]["Environment"]["Variables"], &function.props["Environment"]["Variables"]];
+        let layers = [
+            &self.template.doc["Globals"]["Function"]["Environment"]["Variables"],
+            &function.props["Environment"]["Variables"],
+        ];
         for vars in layers {
             for (k, v) in vars.as_mapping().into_iter().flatten() {
                 let k = k.as_str().context("a variable name is a string")?;
-                match self.value(v).with_context(|| format!("{}: Environment.Variables.{k}", function.id))? {
+                match self
+                    .value(v)
+                    .with_context(|| format!("{}: Environment.Variables.{k}", function.id))?
+                {
                     Some(v) => env.insert(k.to_string(), v),
                     None => env.remove(k),
                 };
@@ -163,7 +187,8 @@ impl<'a> Deployment<'a> {
     pub fn number(&self, function: &Function<'_>, name: &str) -> Result<u64> {
         let v = self.template.property(function, &[name]);
         let text = self.value(v)?.with_context(|| format!("{}: {name} is not set", function.id))?;
-        text.parse().with_context(|| format!("{}: {name} {text:?} is not a whole number", function.id))
+        text.parse()
+            .with_context(|| format!("{}: {name} {text:?} is not a whole number", function.id))
     }
 
     /// Resolves a scalar or an intrinsic to text; `None` for `AWS::NoValue` or nothing at all.
@@ -180,7 +205,9 @@ impl<'a> Deployment<'a> {
         }
         if let Some(att) = intrinsic(v, "GetAtt") {
             let att = match att {
-                Value::Sequence(parts) => parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."),
+                Value::Sequence(parts) => {
+                    parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(".")
+                }
                 other => other.as_str().context("!GetAtt takes Resource.Attribute")?.to_string(),
             };
             return self.reference(&att).map(Some);
@@ -189,7 +216,9 @@ impl<'a> Deployment<'a> {
             return self.substitute(&text).map(Some);
         }
         if let Some(Value::Sequence(args)) = intrinsic(v, "If") {
-            let [cond, yes, no] = args.as_slice() else { bail!("!If takes [condition, then, else]") };
+            let [cond, yes, no] = args.as_slice() else {
+                bail!("!If takes [condition, then, else]")
+            };
             let cond = cond.as_str().context("!If's condition is a name")?;
             return self.value(if self.condition(cond)? { yes } else { no });
         }
@@ -209,7 +238,9 @@ impl<'a> Deployment<'a> {
         let mut rest = text;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').ok_or_else(|| anyhow!("unclosed ${{ in !Sub {text:?}"))? + start;
+            let end =
+                rest[start..].find('}').ok_or_else(|| anyhow!("unclosed ${{ in !Sub {text:?}"))?
+                    + start;
             out.push_str(&self.reference(&rest[start + 2..end])?);
             rest = &rest[end + 1..];
         }
@@ -299,7 +330,12 @@ Resources:
 "#;
 
     fn stand_ins() -> Vec<(&'static str, &'static str)> {
-        vec![("Cache.Endpoint.Address", "localhost"), ("Cache.Endpoint.Port", "6380"), ("Attachment", "arn:json"), ("Bucket.Arn", "arn:bucket")]
+        vec![
+            ("Cache.Endpoint.Address", "localhost"),
+            ("Cache.Endpoint.Port", "6380"),
+            ("Attachment", "arn:json"),
+            ("Bucket.Arn", "arn:bucket"),
+        ]
     }
 
     #[test]
@@ -316,7 +352,11 @@ Resources:
         assert!(!env.contains_key("DROPPED"), "AWS::NoValue removes the variable");
         assert_eq!(d.number(f, "MemorySize").unwrap(), 1024);
         assert_eq!(d.number(f, "Timeout").unwrap(), 10);
-        assert_eq!(t.property(f, &["LoggingConfig", "LogFormat"]), "JSON", "Globals' map merges under the function's");
+        assert_eq!(
+            t.property(f, &["LoggingConfig", "LogFormat"]),
+            "JSON",
+            "Globals' map merges under the function's"
+        );
 
         let d = Deployment::new(&t, &[("SecretArn", "arn:url")], &stand_ins()).unwrap();
         assert!(d.condition("ExistingDb").unwrap());
@@ -328,7 +368,10 @@ Resources:
         let t = Template { doc: serde_yaml::from_str(DOC).unwrap() };
         let d = Deployment::new(&t, &[], &[]).unwrap();
         let e = format!("{:#}", d.environment(&t.functions()["search"]).unwrap_err());
-        assert!(e.contains("Cache.Endpoint.Address") && e.contains("Environment.Variables.URL"), "{e}");
+        assert!(
+            e.contains("Cache.Endpoint.Address") && e.contains("Environment.Variables.URL"),
+            "{e}"
+        );
         assert!(Deployment::new(&t, &[("Nope", "1")], &[]).is_err());
     }
 }

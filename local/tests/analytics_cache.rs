@@ -9,14 +9,16 @@ use chrono::DateTime;
 use common::PrivateStack;
 use quiver::generate::{Generator, Shape};
 use quiver::snapshot::{Settings, Window};
-use tower::ServiceExt;
-
 use quiver::testing::DAY_US;
+use tower::ServiceExt;
 
 async fn x_cache(app: &axum::Router) -> (u16, String) {
     let req = http::Request::get("/analytics/summary").body(axum::body::Body::empty()).unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
-    (res.status().as_u16(), res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default())
+    (
+        res.status().as_u16(),
+        res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,9 +36,14 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
     let prefix = format!("test-valkey-{}/snapshots/user_events", std::process::id());
     let settings = Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
     let storage = quiver::storage::Storage::new(&cfg).await.unwrap();
-    let window = Window { from: DateTime::from_timestamp_micros(day), to: DateTime::from_timestamp_micros(day + DAY_US) };
+    let window = Window {
+        from: DateTime::from_timestamp_micros(day),
+        to: DateTime::from_timestamp_micros(day + DAY_US),
+    };
     quiver::snapshot::export(&pg, &storage, &settings, &window).await.unwrap();
-    let app = quiver::http::app(analytics::routes(analytics::Analytics::with_settings(&cfg, settings).await.unwrap()));
+    let app = quiver::http::app(analytics::routes(
+        analytics::Analytics::with_settings(&cfg, settings).await.unwrap(),
+    ));
 
     // The first call connects in the background and bypasses; then MISS, then HIT.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -69,8 +76,21 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
         assert!(Instant::now() < deadline, "caching did not resume without a restart (last: {c})");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let listed = storage.client.list_objects_v2().bucket(&storage.bucket).prefix(format!("{prefix}/")).send().await.unwrap();
+    let listed = storage
+        .client
+        .list_objects_v2()
+        .bucket(&storage.bucket)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .unwrap();
     for o in listed.contents() {
-        let _ = storage.client.delete_object().bucket(&storage.bucket).key(o.key().unwrap()).send().await;
+        let _ = storage
+            .client
+            .delete_object()
+            .bucket(&storage.bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await;
     }
 }

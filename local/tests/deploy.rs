@@ -25,7 +25,10 @@ fn every_function_crate_has_one_lambda_and_every_lambda_a_crate() {
     let missing: Vec<_> = crates.difference(&lambdas).collect();
     assert!(missing.is_empty(), "functions/ crates with no AWS::Serverless::Function in infra/template.yaml: {missing:?}; copy a function block");
     let orphans: Vec<_> = lambdas.difference(&crates).collect();
-    assert!(orphans.is_empty(), "infra/template.yaml deploys {orphans:?}, which have no crate under functions/");
+    assert!(
+        orphans.is_empty(),
+        "infra/template.yaml deploys {orphans:?}, which have no crate under functions/"
+    );
 
     for (name, f) in template.functions() {
         assert_eq!(f.id, pascal_case(&name), "the resource for `{name}` should be named after it");
@@ -43,7 +46,10 @@ fn every_route_in_the_readme_reaches_its_function_through_the_api() {
     let template = Template::load(&repo()).unwrap();
     let api = template.api_routes();
     let readme = readme_routes();
-    assert!(!readme.is_empty(), "found no `| `name` | `METHOD /path` |` rows under README.md's ## Endpoints");
+    assert!(
+        !readme.is_empty(),
+        "found no `| `name` | `METHOD /path` |` rows under README.md's ## Endpoints"
+    );
 
     for (function, route) in readme {
         match api.get(&route) {
@@ -58,7 +64,8 @@ fn each_function_is_granted_no_more_than_it_needs() {
     let template = Template::load(&repo()).unwrap();
     let mut problems = Vec::new();
     for (name, f) in template.functions() {
-        problems.extend(policy_problems(&name, &f.props).into_iter().map(|p| format!("{name}: {p}")));
+        problems
+            .extend(policy_problems(&name, &f.props).into_iter().map(|p| format!("{name}: {p}")));
     }
     assert!(problems.is_empty(), "infra/template.yaml:\n{}", problems.join("\n"));
 }
@@ -85,7 +92,13 @@ fn the_policy_check_catches_wide_grants() {
         "#,
     );
     let problems = policy_problems("search", &wide).join("\n");
-    for expected in ["grants s3:*", "Resource \"*\"", "the whole bucket", "read-only but is granted s3:PutObject", "S3CrudPolicy"] {
+    for expected in [
+        "grants s3:*",
+        "Resource \"*\"",
+        "the whole bucket",
+        "read-only but is granted s3:PutObject",
+        "S3CrudPolicy",
+    ] {
         assert!(problems.contains(expected), "expected {expected:?} among:\n{problems}");
     }
 
@@ -119,12 +132,22 @@ fn functions_run_on_arm64_al2023_with_json_logs_and_tracing() {
         // `cargo lambda deploy` reads the crate's [package.metadata.lambda.deploy]: SAM gives the
         // same timeout and at least that memory (more where a full vCPU is wanted).
         let deploy = lambda_deploy_metadata(&name);
-        let (memory, timeout) = (f.props["MemorySize"].as_u64().unwrap_or(0), f.props["Timeout"].as_u64());
+        let (memory, timeout) =
+            (f.props["MemorySize"].as_u64().unwrap_or(0), f.props["Timeout"].as_u64());
         if let Some(wanted) = deploy.get("timeout") {
-            assert_eq!(timeout, Some(*wanted), "{}.Timeout differs from functions/{name}/Cargo.toml's timeout", f.id);
+            assert_eq!(
+                timeout,
+                Some(*wanted),
+                "{}.Timeout differs from functions/{name}/Cargo.toml's timeout",
+                f.id
+            );
         }
         if let Some(wanted) = deploy.get("memory") {
-            assert!(memory >= *wanted, "{}.MemorySize {memory} is below functions/{name}/Cargo.toml's memory {wanted}", f.id);
+            assert!(
+                memory >= *wanted,
+                "{}.MemorySize {memory} is below functions/{name}/Cargo.toml's memory {wanted}",
+                f.id
+            );
         }
         if HEAVY.contains(&name.as_str()) {
             assert!(memory >= 1769, "{name} links DuckDB or Polars and needs MemorySize >= 1769 (one vCPU), has {memory}");
@@ -143,15 +166,25 @@ fn urls_and_routes_are_behind_the_auth_type_parameter_which_defaults_to_iam() {
         let public = ["PublicUrl", "PublicInvoke"].map(|suffix| format!("{}{suffix}", f.id));
         if f.props["FunctionUrlConfig"].is_null() {
             for id in &public {
-                assert!(template.doc["Resources"][id.as_str()].is_null(), "{name} has no Function URL, so {id} grants nothing but noise");
+                assert!(
+                    template.doc["Resources"][id.as_str()].is_null(),
+                    "{name} has no Function URL, so {id} grants nothing but noise"
+                );
             }
             continue;
         }
-        assert_eq!(intrinsic(&f.props["FunctionUrlConfig"]["AuthType"], "Ref"), Some(&"AuthType".into()), "{name}: Function URL AuthType");
+        assert_eq!(
+            intrinsic(&f.props["FunctionUrlConfig"]["AuthType"], "Ref"),
+            Some(&"AuthType".into()),
+            "{name}: Function URL AuthType"
+        );
         // SAM adds the public-access permissions only for a literal NONE, not for a parameter.
         for id in &public {
             let resource = &template.doc["Resources"][id.as_str()];
-            assert_eq!(resource["Condition"], "PublicUrls", "{name}: {id} should exist, with Condition: PublicUrls");
+            assert_eq!(
+                resource["Condition"], "PublicUrls",
+                "{name}: {id} should exist, with Condition: PublicUrls"
+            );
         }
     }
     for (id, route) in template.resources("AWS::ApiGatewayV2::Route") {
@@ -159,7 +192,11 @@ fn urls_and_routes_are_behind_the_auth_type_parameter_which_defaults_to_iam() {
         if ADMIN_ROUTES.contains(&key) {
             continue;
         }
-        assert_eq!(intrinsic(&route["AuthorizationType"], "Ref"), Some(&"AuthType".into()), "{id}: AuthorizationType");
+        assert_eq!(
+            intrinsic(&route["AuthorizationType"], "Ref"),
+            Some(&"AuthType".into()),
+            "{id}: AuthorizationType"
+        );
     }
 }
 
@@ -171,9 +208,17 @@ fn write_and_rebuild_routes_are_iam_only_and_their_functions_have_no_url() {
     let template = Template::load(&repo()).unwrap();
     let routes = template.api_routes();
     for admin in ADMIN_ROUTES {
-        let function = routes.get(*admin).unwrap_or_else(|| panic!("infra/template.yaml has no route {admin}"));
-        let (id, route) = template.resources("AWS::ApiGatewayV2::Route").find(|(_, r)| r["RouteKey"] == *admin).unwrap();
-        assert_eq!(route["AuthorizationType"], "AWS_IAM", "{id} ({admin}) must be AWS_IAM, not the AuthType parameter");
+        let function = routes
+            .get(*admin)
+            .unwrap_or_else(|| panic!("infra/template.yaml has no route {admin}"));
+        let (id, route) = template
+            .resources("AWS::ApiGatewayV2::Route")
+            .find(|(_, r)| r["RouteKey"] == *admin)
+            .unwrap();
+        assert_eq!(
+            route["AuthorizationType"], "AWS_IAM",
+            "{id} ({admin}) must be AWS_IAM, not the AuthType parameter"
+        );
         let f = &template.functions()[function.as_str()];
         assert!(f.props["FunctionUrlConfig"].is_null(), "{function} serves {admin}, so it must have no Function URL (a URL would let any caller of it rebuild or bulk-write)");
     }
@@ -189,12 +234,18 @@ fn every_function_reserves_its_concurrency_through_a_parameter() {
     for (name, f) in template.functions() {
         let parameter = format!("{}Concurrency", f.id);
         let condition = format!("{}Unreserved", f.id);
-        let reserved = intrinsic(&f.props["ReservedConcurrentExecutions"], "If").and_then(Value::as_sequence);
-        let expected: Vec<Value> = serde_yaml::from_str(&format!("[{condition}, !Ref AWS::NoValue, !Ref {parameter}]")).unwrap();
+        let reserved =
+            intrinsic(&f.props["ReservedConcurrentExecutions"], "If").and_then(Value::as_sequence);
+        let expected: Vec<Value> =
+            serde_yaml::from_str(&format!("[{condition}, !Ref AWS::NoValue, !Ref {parameter}]"))
+                .unwrap();
         assert_eq!(reserved, Some(&expected), "{name}: ReservedConcurrentExecutions: !If [{condition}, !Ref AWS::NoValue, !Ref {parameter}]");
         let p = &template.doc["Parameters"][parameter.as_str()];
         assert_eq!(p["Type"], "Number", "{name}: parameter {parameter}");
-        assert!(p["Default"].as_u64().is_some_and(|n| n > 0), "{name}: {parameter} should default to a reservation");
+        assert!(
+            p["Default"].as_u64().is_some_and(|n| n > 0),
+            "{name}: {parameter} should default to a reservation"
+        );
     }
 }
 
@@ -202,19 +253,30 @@ fn every_function_reserves_its_concurrency_through_a_parameter() {
 #[test]
 fn cors_lets_a_browser_send_and_read_quivers_headers() {
     let template = Template::load(&repo()).unwrap();
-    let mut configs: Vec<(String, &Value)> = vec![("Api".into(), &template.doc["Resources"]["Api"]["Properties"]["CorsConfiguration"])];
+    let mut configs: Vec<(String, &Value)> =
+        vec![("Api".into(), &template.doc["Resources"]["Api"]["Properties"]["CorsConfiguration"])];
     for (name, f) in template.functions() {
         if !f.props["FunctionUrlConfig"].is_null() {
             configs.push((format!("{name}'s Function URL"), &f.props["FunctionUrlConfig"]["Cors"]));
         }
     }
     for (what, cors) in configs {
-        let allow = cors["AllowHeaders"].as_sequence().unwrap_or_else(|| panic!("{what}: no AllowHeaders"));
+        let allow =
+            cors["AllowHeaders"].as_sequence().unwrap_or_else(|| panic!("{what}: no AllowHeaders"));
         for header in ["idempotency-key", "if-none-match", "content-type", "authorization"] {
             assert!(allow.contains(&header.into()), "{what}: AllowHeaders lacks {header}");
         }
-        let expose = cors["ExposeHeaders"].as_sequence().unwrap_or_else(|| panic!("{what}: no ExposeHeaders"));
-        for header in ["etag", "x-cache", "x-data-version", "x-index-version", "x-request-id", "server-timing"] {
+        let expose = cors["ExposeHeaders"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{what}: no ExposeHeaders"));
+        for header in [
+            "etag",
+            "x-cache",
+            "x-data-version",
+            "x-index-version",
+            "x-request-id",
+            "server-timing",
+        ] {
             assert!(expose.contains(&header.into()), "{what}: ExposeHeaders lacks {header}");
         }
     }
@@ -228,11 +290,18 @@ fn every_url_is_an_output() {
     for (name, f) in template.functions() {
         let output = format!("{}FunctionUrl", f.id);
         if f.props["FunctionUrlConfig"].is_null() {
-            assert!(outputs[output.as_str()].is_null(), "{name} has no Function URL, so Outputs.{output} should not exist");
+            assert!(
+                outputs[output.as_str()].is_null(),
+                "{name} has no Function URL, so Outputs.{output} should not exist"
+            );
             continue;
         }
         let value = format!("{}Url.FunctionUrl", f.id);
-        assert_eq!(intrinsic(&outputs[output.as_str()]["Value"], "GetAtt"), Some(&value.into()), "{name}: Outputs.{output}");
+        assert_eq!(
+            intrinsic(&outputs[output.as_str()]["Value"], "GetAtt"),
+            Some(&value.into()),
+            "{name}: Outputs.{output}"
+        );
     }
 }
 
@@ -240,7 +309,10 @@ fn every_url_is_an_output() {
 // Reading the template, the workspace and the README.
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("local/ sits in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("local/ sits in the repository")
+        .to_path_buf()
 }
 
 fn read(relative: &str) -> String {
@@ -274,7 +346,8 @@ fn lambda_deploy_metadata(name: &str) -> BTreeMap<String, u64> {
 /// A query string is not part of a route; a row with an empty first cell continues the row above.
 fn readme_routes() -> Vec<(String, String)> {
     let readme = read("README.md");
-    let endpoints = readme.split("\n## Endpoints").nth(1).expect("README.md has a ## Endpoints section");
+    let endpoints =
+        readme.split("\n## Endpoints").nth(1).expect("README.md has a ## Endpoints section");
     let endpoints = endpoints.split("\n## ").next().unwrap_or_default();
     let mut routes = Vec::new();
     let mut function = String::new();
@@ -286,7 +359,8 @@ fn readme_routes() -> Vec<(String, String)> {
         }
         for code in second.split('`').skip(1).step_by(2) {
             let Some((method, path)) = code.split_once(' ') else { continue };
-            if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && path.starts_with('/') {
+            if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && path.starts_with('/')
+            {
                 let path = path.split('?').next().unwrap_or(path);
                 routes.push((function.clone(), format!("{method} {path}")));
             }
@@ -299,7 +373,10 @@ fn pascal_case(name: &str) -> String {
     name.split(['-', '_'])
         .map(|part| {
             let mut chars = part.chars();
-            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -318,7 +395,9 @@ fn policy_problems(name: &str, props: &Value) -> Vec<String> {
     };
     for policy in &policies {
         match policy {
-            Value::String(managed) => problems.push(format!("managed policy {managed} is not scoped to this stack's bucket prefix or secret")),
+            Value::String(managed) => problems.push(format!(
+                "managed policy {managed} is not scoped to this stack's bucket prefix or secret"
+            )),
             Value::Mapping(m) if m.contains_key("Statement") => {
                 let statements = match &m["Statement"] {
                     Value::Sequence(s) => s.clone(),
@@ -326,7 +405,9 @@ fn policy_problems(name: &str, props: &Value) -> Vec<String> {
                 };
                 for statement in &statements {
                     problems.extend(statement_problems(name, statement));
-                    reads_secret |= strings(&statement["Action"]).iter().any(|a| a == "secretsmanager:GetSecretValue");
+                    reads_secret |= strings(&statement["Action"])
+                        .iter()
+                        .any(|a| a == "secretsmanager:GetSecretValue");
                 }
             }
             Value::Mapping(m) => {
@@ -348,7 +429,9 @@ fn policy_problems(name: &str, props: &Value) -> Vec<String> {
         problems.push("is given QUIVER_DATABASE_SECRET_ARN but may not read the secret".into());
     }
     if reads_secret && !told_secret {
-        problems.push("may read the database secret but is not given QUIVER_DATABASE_SECRET_ARN".into());
+        problems.push(
+            "may read the database secret but is not given QUIVER_DATABASE_SECRET_ARN".into(),
+        );
     }
     problems
 }
@@ -373,13 +456,21 @@ fn statement_problems(name: &str, statement: &Value) -> Vec<String> {
     };
     for resource in &resources {
         if resource == "*" {
-            problems.push(format!("Resource \"*\" for {actions:?}: name the bucket prefix or the secret"));
+            problems.push(format!(
+                "Resource \"*\" for {actions:?}: name the bucket prefix or the secret"
+            ));
         }
         // Object actions on "<bucket>/*" reach every prefix; each function has one it needs.
-        let on_objects = actions.iter().any(|a| a.starts_with("s3:") && a != "s3:ListBucket" && a != "s3:GetBucketLocation");
+        let on_objects = actions
+            .iter()
+            .any(|a| a.starts_with("s3:") && a != "s3:ListBucket" && a != "s3:GetBucketLocation");
         if let Some(text) = sub_text(resource).or_else(|| resource.as_str().map(str::to_string)) {
-            if on_objects && (text.ends_with("}/*") || text.ends_with(":::*") || text.ends_with("/**")) {
-                problems.push(format!("{actions:?} on {text}, the whole bucket, where a prefix would do"));
+            if on_objects
+                && (text.ends_with("}/*") || text.ends_with(":::*") || text.ends_with("/**"))
+            {
+                problems.push(format!(
+                    "{actions:?} on {text}, the whole bucket, where a prefix would do"
+                ));
             }
         }
     }
@@ -391,15 +482,29 @@ fn is_write(action: &str) -> bool {
     let verb = action.split_once(':').map(|(_, v)| v).unwrap_or(action);
     action == "*"
         || verb == "*"
-        || ["Put", "Delete", "Abort", "Restore", "Replicate", "Create", "Update", "Write", "Tag", "Untag", "Bypass"]
-            .iter()
-            .any(|w| verb.starts_with(w))
+        || [
+            "Put",
+            "Delete",
+            "Abort",
+            "Restore",
+            "Replicate",
+            "Create",
+            "Update",
+            "Write",
+            "Tag",
+            "Untag",
+            "Bypass",
+        ]
+        .iter()
+        .any(|w| verb.starts_with(w))
 }
 
 fn strings(v: &Value) -> Vec<String> {
     match v {
         Value::String(s) => vec![s.clone()],
-        Value::Sequence(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Value::Sequence(items) => {
+            items.iter().filter_map(Value::as_str).map(str::to_string).collect()
+        }
         _ => Vec::new(),
     }
 }

@@ -18,8 +18,12 @@ async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16,
 }
 
 fn batch(n: usize) -> http::Request<axum::body::Body> {
-    let events: Vec<Value> = (0..n).map(|_| json!({"user_id": 7, "event_type": "click", "page_url": "/x"})).collect();
-    http::Request::post("/events").header("content-type", "application/json").body(Value::Array(events).to_string().into()).unwrap()
+    let events: Vec<Value> =
+        (0..n).map(|_| json!({"user_id": 7, "event_type": "click", "page_url": "/x"})).collect();
+    http::Request::post("/events")
+        .header("content-type", "application/json")
+        .body(Value::Array(events).to_string().into())
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,7 +47,8 @@ async fn postgres_stopped_gives_503_then_recovers_without_restart() {
         assert_eq!(s, 503, "{v}");
         assert_eq!(v["dependency"], "postgres", "{v}");
         assert!(t.elapsed() < Duration::from_secs(5), "503 took {:?}", t.elapsed());
-        let (s, v) = send(&app, http::Request::get("/events/7").body(Default::default()).unwrap()).await;
+        let (s, v) =
+            send(&app, http::Request::get("/events/7").body(Default::default()).unwrap()).await;
         assert_eq!(s, 503, "{v}");
     }
 
@@ -52,6 +57,11 @@ async fn postgres_stopped_gives_503_then_recovers_without_restart() {
     assert_eq!(s, 201, "recovers without a restart: {v}");
     acknowledged += 25;
 
-    let pg = quiver::pg::Pg::connect_lazy(&stack.database_url(), 1, Duration::from_secs(5)).unwrap();
-    assert_eq!(quiver::ingest::count(&pg).await.unwrap(), acknowledged, "exactly the acknowledged rows");
+    let pg =
+        quiver::pg::Pg::connect_lazy(&stack.database_url(), 1, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        quiver::ingest::count(&pg).await.unwrap(),
+        acknowledged,
+        "exactly the acknowledged rows"
+    );
 }

@@ -54,10 +54,17 @@ async fn sql_metacharacters_never_change_a_query() {
             format!("/samples/pg/benchmark-all?user_id=1&limit={e}"),
         ];
         for uri in &uris {
-            let (status, body) = call(&app, http::Request::get(uri.as_str()).body(axum::body::Body::empty()).unwrap()).await;
+            let (status, body) = call(
+                &app,
+                http::Request::get(uri.as_str()).body(axum::body::Body::empty()).unwrap(),
+            )
+            .await;
             let text = String::from_utf8_lossy(&body);
             assert!(status < 500 || status == 503, "{uri} answered {status}: {text}");
-            assert!(!text.to_ascii_lowercase().contains("syntax error at or near"), "{uri} reached SQL: {text}");
+            assert!(
+                !text.to_ascii_lowercase().contains("syntax error at or near"),
+                "{uri} reached SQL: {text}"
+            );
         }
     }
 
@@ -67,14 +74,33 @@ async fn sql_metacharacters_never_change_a_query() {
         .iter()
         .map(|p| json!({"user_id": user, "event_type": "click", "page_url": p, "metadata": {"note": p}}))
         .collect();
-    let req = http::Request::post("/events").header("content-type", "application/json").body(axum::body::Body::from(serde_json::to_vec(&batch).unwrap())).unwrap();
+    let req = http::Request::post("/events")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(serde_json::to_vec(&batch).unwrap()))
+        .unwrap();
     let (status, body) = call(&app, req).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    let (status, body) = call(&app, http::Request::get(format!("/events/{user}?limit=100")).body(axum::body::Body::empty()).unwrap()).await;
+    let (status, body) = call(
+        &app,
+        http::Request::get(format!("/events/{user}?limit=100"))
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_slice(&body).unwrap();
-    let mut urls: Vec<String> = v["events"].as_array().unwrap().iter().map(|e| e["page_url"].as_str().unwrap().to_string()).collect();
-    let mut notes: Vec<String> = v["events"].as_array().unwrap().iter().map(|e| e["metadata"]["note"].as_str().unwrap().to_string()).collect();
+    let mut urls: Vec<String> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["page_url"].as_str().unwrap().to_string())
+        .collect();
+    let mut notes: Vec<String> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"]["note"].as_str().unwrap().to_string())
+        .collect();
     let mut want: Vec<String> = PAYLOADS.iter().map(|s| s.to_string()).collect();
     urls.sort();
     notes.sort();
@@ -84,6 +110,10 @@ async fn sql_metacharacters_never_change_a_query() {
 
     // The table is still there and still answers.
     let c = pg.client().await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM user_events WHERE user_id = $1", &[&user]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM user_events WHERE user_id = $1", &[&user])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, PAYLOADS.len() as i64);
 }

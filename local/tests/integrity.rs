@@ -5,19 +5,23 @@
 
 use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
+use quiver::testing::DAY_US;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-use quiver::testing::DAY_US;
 const TASKS: usize = 8;
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 50;
 
 fn rfc(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    DateTime::<Utc>::from_timestamp_micros(us)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-async fn call(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
+async fn call(
+    app: &axum::Router,
+    req: http::Request<axum::body::Body>,
+) -> (u16, http::HeaderMap, Value) {
     let res = app.clone().oneshot(req).await.unwrap();
     let (status, headers) = (res.status().as_u16(), res.headers().clone());
     let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -39,7 +43,9 @@ fn get(uri: &str) -> http::Request<axum::body::Body> {
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() {
     let cfg = quiver::testing::service_config();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as i64;
     let day = quiver::testing::unique_midnight_us();
     let run = format!("{}-{}", std::process::id(), nanos % 1_000_000_000);
     let events_app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
@@ -85,10 +91,19 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
 
     // 2. PostgreSQL holds exactly the acknowledged events.
     let pg = quiver::pg::Pg::new(&cfg).unwrap();
-    let (from, to) = (DateTime::from_timestamp_micros(day).unwrap(), DateTime::from_timestamp_micros(day + DAY_US).unwrap());
+    let (from, to) = (
+        DateTime::from_timestamp_micros(day).unwrap(),
+        DateTime::from_timestamp_micros(day + DAY_US).unwrap(),
+    );
     let count = |pg: quiver::pg::Pg| async move {
         let c = pg.client().await.unwrap();
-        c.query_one("SELECT count(*) FROM user_events WHERE created_at >= $1 AND created_at < $2", &[&from, &to]).await.unwrap().get::<_, i64>(0)
+        c.query_one(
+            "SELECT count(*) FROM user_events WHERE created_at >= $1 AND created_at < $2",
+            &[&from, &to],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
     };
     assert_eq!(count(pg.clone()).await, n as i64);
 
@@ -100,17 +115,23 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     let window = quiver::snapshot::Window { from: Some(from), to: Some(to) };
     let report = quiver::snapshot::export(&pg, &storage, &settings, &window).await.unwrap();
     assert_eq!(report.rows, n);
-    let (manifest, _) = quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
+    let (manifest, _) =
+        quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
     assert_eq!(manifest.meta["row_count"].as_u64(), Some(n));
     let state = analytics::Analytics::with_settings(&cfg, settings).await.unwrap();
     let app = quiver::http::app(analytics::routes(state.clone()));
-    let filter = format!("from={}&to={}", url::form_urlencoded::byte_serialize(rfc(day).as_bytes()).collect::<String>(), url::form_urlencoded::byte_serialize(rfc(day + DAY_US).as_bytes()).collect::<String>());
+    let filter = format!(
+        "from={}&to={}",
+        url::form_urlencoded::byte_serialize(rfc(day).as_bytes()).collect::<String>(),
+        url::form_urlencoded::byte_serialize(rfc(day + DAY_US).as_bytes()).collect::<String>()
+    );
     let (s, _, duck) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
     assert_eq!(s, 200, "{duck}");
     assert_eq!(duck["total_events"].as_u64(), Some(n));
 
     // 4. The same summary from PostgreSQL is identical.
-    let (s, _, live) = call(&app, get(&format!("/analytics/summary?source=postgres&{filter}"))).await;
+    let (s, _, live) =
+        call(&app, get(&format!("/analytics/summary?source=postgres&{filter}"))).await;
     assert_eq!(s, 200, "{live}");
     assert_eq!(live, duck);
 
@@ -118,9 +139,20 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     let (_, h, _) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
     assert_eq!(h["x-cache"], "HIT");
     let extra: Vec<Value> = (0..10).map(|i| json!({"user_id": 500, "event_type": "signup", "page_url": "/join", "created_at": rfc(day + DAY_US - 1_000_000 - i)})).collect();
-    let (s, _, v) = call(&events_app, post_batch(&serde_json::to_vec(&extra).unwrap(), &format!("integrity-{run}-extra"))).await;
+    let (s, _, v) = call(
+        &events_app,
+        post_batch(&serde_json::to_vec(&extra).unwrap(), &format!("integrity-{run}-extra")),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
-    quiver::snapshot::export(&pg, &storage, &quiver::snapshot::Settings::from_env(&cfg).unwrap().with_prefix(&prefix), &window).await.unwrap();
+    quiver::snapshot::export(
+        &pg,
+        &storage,
+        &quiver::snapshot::Settings::from_env(&cfg).unwrap().with_prefix(&prefix),
+        &window,
+    )
+    .await
+    .unwrap();
     state.expire();
     let (s, h, after) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
     assert_eq!(s, 200, "{after}");
@@ -129,8 +161,21 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     assert_eq!(count(pg).await, (n + 10) as i64);
 
     // The test's prefix goes away with it.
-    let listed = storage.client.list_objects_v2().bucket(&storage.bucket).prefix(format!("test-integrity-{run}/")).send().await.unwrap();
+    let listed = storage
+        .client
+        .list_objects_v2()
+        .bucket(&storage.bucket)
+        .prefix(format!("test-integrity-{run}/"))
+        .send()
+        .await
+        .unwrap();
     for o in listed.contents() {
-        let _ = storage.client.delete_object().bucket(&storage.bucket).key(o.key().unwrap()).send().await;
+        let _ = storage
+            .client
+            .delete_object()
+            .bucket(&storage.bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await;
     }
 }

@@ -50,7 +50,16 @@ fn health_answers_through_cargo_lambda_watch() {
 
     // The sample event runs through `cargo lambda invoke` against the same emulator.
     let out = Command::new("cargo")
-        .args(["lambda", "invoke", "health", "--data-file", "events/health.json", "--invoke-address", "127.0.0.1", "-P"])
+        .args([
+            "lambda",
+            "invoke",
+            "health",
+            "--data-file",
+            "events/health.json",
+            "--invoke-address",
+            "127.0.0.1",
+            "-P",
+        ])
         .arg(port.to_string())
         .current_dir(repo_root())
         .output()
@@ -71,7 +80,11 @@ fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }

@@ -7,9 +7,20 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-async fn send(app: &axum::Router, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> (u16, Value, Duration) {
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value, Duration) {
     let t = Instant::now();
-    let req = http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(axum::body::Body::from(body)).unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(axum::body::Body::from(body))
+        .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status().as_u16();
     let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -22,7 +33,11 @@ async fn every_limit_is_a_quick_4xx_that_names_it() {
     let seven_mb = vec![b' '; 7 << 20];
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
     let deep_object = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)).into_bytes();
-    let rows = format!("[{}]", vec![r#"{"user_id":1,"event_type":"click","page_url":"/x"}"#; 10_001].join(",")).into_bytes();
+    let rows = format!(
+        "[{}]",
+        vec![r#"{"user_id":1,"event_type":"click","page_url":"/x"}"#; 10_001].join(",")
+    )
+    .into_bytes();
     let long = "x".repeat(10_000);
 
     let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
@@ -37,7 +52,14 @@ async fn every_limit_is_a_quick_4xx_that_names_it() {
         ("GET", format!("/search?q={long}"), "text/plain", vec![], 413, "limit"),
         ("GET", format!("/analytics/summary?from={long}"), "text/plain", vec![], 413, "limit"),
         ("GET", format!("/events/1?cursor={long}"), "text/plain", vec![], 413, "limit"),
-        ("GET", format!("/process?size=1&{}", "a=1&".repeat(2_000)), "text/plain", vec![], 413, "limit"),
+        (
+            "GET",
+            format!("/process?size=1&{}", "a=1&".repeat(2_000)),
+            "text/plain",
+            vec![],
+            413,
+            "limit",
+        ),
         ("GET", "/search?q=rust&limit=100000".into(), "text/plain", vec![], 400, "param"),
         ("GET", "/process?size=5000001".into(), "text/plain", vec![], 400, "param"),
         ("POST", "/events/bulk?count=1000001".into(), "text/plain", vec![], 400, "param"),

@@ -32,7 +32,11 @@ fn no_function_links_a_heavy_crate_it_does_not_use() {
             .current_dir(&root)
             .output()
             .unwrap();
-        assert!(out.status.success(), "cargo tree -p {f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cargo tree -p {f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tree = String::from_utf8_lossy(&out.stdout);
         let linked: Vec<&str> = ["duckdb", "polars", "tantivy"]
             .into_iter()
@@ -40,6 +44,9 @@ fn no_function_links_a_heavy_crate_it_does_not_use() {
             .collect();
         let want = allowed(f);
         assert_eq!(linked, want, "{f} links {linked:?}, but should link exactly {want:?}");
-        assert!(!(linked.contains(&"duckdb") && linked.contains(&"polars")), "{f} links both DuckDB and Polars");
+        assert!(
+            !(linked.contains(&"duckdb") && linked.contains(&"polars")),
+            "{f} links both DuckDB and Polars"
+        );
     }
 }

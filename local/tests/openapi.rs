@@ -19,7 +19,9 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&method.as_str()) {
+            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"]
+                .contains(&method.as_str())
+            {
                 ops.push((method.to_uppercase(), path.clone(), op));
             }
         }
@@ -29,7 +31,8 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 
 #[test]
 fn the_served_copy_is_the_generated_document() {
-    let committed = std::fs::read_to_string(common::repo_root().join("functions/health/openapi.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(common::repo_root().join("functions/health/openapi.json")).unwrap();
     assert!(
         committed == quiver_local::serve::openapi_json(),
         "functions/health/openapi.json is stale: run `quiver-local openapi > functions/health/openapi.json`"
@@ -66,23 +69,43 @@ fn the_document_is_well_formed() {
     }
     let mut ids = BTreeSet::new();
     for (method, path, op) in operations(&doc) {
-        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+        let id = op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
         assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
-        assert!(op["summary"].is_string() || op["description"].is_string(), "{method} {path} is not described");
+        assert!(
+            op["summary"].is_string() || op["description"].is_string(),
+            "{method} {path} is not described"
+        );
         for status in ["400", "500", "503"] {
             if status == "503" && ["/health", "/"].contains(&path.as_str()) {
                 continue; // a degraded health report is JSON, not a problem
             }
             let content = &op["responses"][status]["content"];
-            assert!(content["application/problem+json"].is_object(), "{method} {path} {status} is not problem+json");
+            assert!(
+                content["application/problem+json"].is_object(),
+                "{method} {path} {status} is not problem+json"
+            );
         }
     }
     // The functions' routes, as the README and the SAM template list them.
-    let paths: BTreeSet<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let paths: BTreeSet<&str> =
+        doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     for p in [
-        "/health", "/openapi.json", "/events", "/events/bulk", "/events/{user_id}", "/analytics/summary",
-        "/analytics/funnel", "/analytics/compare", "/search", "/index", "/snapshot", "/process",
-        "/samples/pg/benchmark", "/samples/pg/benchmark-all",
+        "/health",
+        "/openapi.json",
+        "/events",
+        "/events/bulk",
+        "/events/{user_id}",
+        "/analytics/summary",
+        "/analytics/funnel",
+        "/analytics/compare",
+        "/search",
+        "/index",
+        "/snapshot",
+        "/process",
+        "/samples/pg/benchmark",
+        "/samples/pg/benchmark-all",
     ] {
         assert!(paths.contains(p), "{p} is not documented");
     }
@@ -95,7 +118,10 @@ fn the_document_is_well_formed() {
 async fn every_documented_operation_is_served() {
     let app = quiver_local::serve::router(quiver::testing::service_config()).await.unwrap();
     for (method, path, _) in operations(&document()) {
-        let uri = format!("{}?count=0&size=0&limit=0&user_id=0&event_type=none", path.replace("{user_id}", "0"));
+        let uri = format!(
+            "{}?count=0&size=0&limit=0&user_id=0&event_type=none",
+            path.replace("{user_id}", "0")
+        );
         let req = http::Request::builder()
             .method(method.as_str())
             .uri(&uri)
@@ -109,7 +135,11 @@ async fn every_documented_operation_is_served() {
         if always_answers {
             assert_eq!(status, 200, "{method} {uri}: {}", String::from_utf8_lossy(&body));
         } else {
-            assert!(matches!(status, 400 | 415), "{method} {uri} answered {status}: {}", String::from_utf8_lossy(&body));
+            assert!(
+                matches!(status, 400 | 415),
+                "{method} {uri} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 }

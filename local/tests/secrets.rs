@@ -50,7 +50,11 @@ fn passwords_never_appear_in_logs_or_responses() {
 
     let t = Instant::now();
     while get(&addr, "GET", "/health", "").is_none() {
-        assert!(t.elapsed() < Duration::from_secs(60), "quiver-local serve did not start; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "quiver-local serve did not start; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut answers = String::new();
@@ -63,7 +67,8 @@ fn passwords_never_appear_in_logs_or_responses() {
         ("GET", "/process?size=10&seed=1", ""),
         ("GET", "/search?q=performance", ""),
     ] {
-        let a = get(&addr, method, path, body).unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        let a =
+            get(&addr, method, path, body).unwrap_or_else(|| panic!("{method} {path}: no answer"));
         answers.push_str(&a);
     }
     // The failures we caused are there, as 503s with a reason.
@@ -74,7 +79,11 @@ fn passwords_never_appear_in_logs_or_responses() {
     let _ = std::fs::remove_file(&log);
     assert!(logged.lines().count() > 3, "the server logged almost nothing: {logged}");
     for secret in [PG_SECRET, VALKEY_SECRET] {
-        assert!(!logged.contains(secret), "a log line shows a password:\n{}", logged.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n"));
+        assert!(
+            !logged.contains(secret),
+            "a log line shows a password:\n{}",
+            logged.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n")
+        );
         assert!(!answers.contains(secret), "a response shows a password:\n{answers}");
     }
     // No SQL text or backtrace in a response body.

@@ -55,7 +55,10 @@ async fn slow_down(url: &mut Option<String>) {
     *url = Some(u.replacen(&host_port(&u), &format!("127.0.0.1:{port}"), 1));
 }
 
-async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
+async fn send(
+    app: &axum::Router,
+    req: http::Request<axum::body::Body>,
+) -> (u16, http::HeaderMap, Value) {
     let res = app.clone().oneshot(req).await.unwrap();
     let (parts, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
@@ -74,14 +77,21 @@ async fn slow_postgres_is_a_503_within_the_timeout() {
     let app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
     let write = || {
         let body = json!([{"user_id": 5, "event_type": "click", "page_url": "/slow"}]).to_string();
-        http::Request::post("/events").header("content-type", "application/json").body(body.into()).unwrap()
+        http::Request::post("/events")
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap()
     };
     for req in [write(), get("/events/5")] {
         let t = Instant::now();
         let (status, _, v) = send(&app, req).await;
         assert_eq!(status, 503, "{v}");
         assert_eq!(v["dependency"], "postgres", "{v}");
-        assert!(t.elapsed() < Duration::from_millis(2_500), "a 500 ms timeout took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(2_500),
+            "a 500 ms timeout took {:?}",
+            t.elapsed()
+        );
     }
 }
 
@@ -98,7 +108,11 @@ async fn slow_valkey_is_bypassed_within_the_timeout() {
         assert_eq!(status, 200, "{v}");
         assert_eq!(headers["x-cache"], "BYPASS");
         assert_eq!(v["total_records"], 100);
-        assert!(t.elapsed() < Duration::from_millis(1_500), "the cache held the answer for {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1_500),
+            "the cache held the answer for {:?}",
+            t.elapsed()
+        );
     }
 }
 
@@ -111,6 +125,9 @@ async fn slow_s3_at_a_cold_start_is_a_503_within_the_timeout() {
     let t = Instant::now();
     let (status, _, v) = send(&app, get("/search?q=rust")).await;
     assert_eq!(status, 503, "{v}");
-    assert!(v["detail"].as_str().unwrap_or("").contains("s3") || v["dependency"].is_string(), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("s3") || v["dependency"].is_string(),
+        "{v}"
+    );
     assert!(t.elapsed() < Duration::from_secs(4), "an 800 ms S3 timeout took {:?}", t.elapsed());
 }

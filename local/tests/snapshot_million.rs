@@ -16,7 +16,9 @@ use tower::ServiceExt;
 const EVENTS: i64 = 1_000_000;
 
 async fn summary(app: &axum::Router, query: &str) -> serde_json::Value {
-    let req = http::Request::get(format!("/analytics/summary?{query}")).body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::get(format!("/analytics/summary?{query}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
     serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap()
@@ -37,24 +39,51 @@ async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
     let storage = Storage::new(&cfg).await.unwrap();
 
     let started = Instant::now();
-    let report = quiver::snapshot::export(&pg, &storage, &settings, &Window::default()).await.unwrap();
-    eprintln!("exported {} rows into {} files ({} bytes) in {:?}", report.rows, report.files, report.bytes, started.elapsed());
-    let (manifest, _) = quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
+    let report =
+        quiver::snapshot::export(&pg, &storage, &settings, &Window::default()).await.unwrap();
+    eprintln!(
+        "exported {} rows into {} files ({} bytes) in {:?}",
+        report.rows,
+        report.files,
+        report.bytes,
+        started.elapsed()
+    );
+    let (manifest, _) =
+        quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
     let pg_count = quiver::ingest::count(&pg).await.unwrap();
     let snapshots = Snapshots::new(storage.clone(), &settings);
     let duck_count = snapshots.current().await.unwrap().value.rows;
     assert_eq!(manifest.meta["row_count"].as_i64(), Some(EVENTS));
     assert_eq!(pg_count, EVENTS);
     assert_eq!(duck_count, EVENTS);
-    assert!(report.partitioned_by_day && report.files >= 30, "one or more parts per day: {}", report.files);
+    assert!(
+        report.partitioned_by_day && report.files >= 30,
+        "one or more parts per day: {}",
+        report.files
+    );
 
-    let app = quiver::http::app(analytics::routes(analytics::Analytics::with_settings(&cfg, settings).await.unwrap()));
+    let app = quiver::http::app(analytics::routes(
+        analytics::Analytics::with_settings(&cfg, settings).await.unwrap(),
+    ));
     let duck = summary(&app, "cache=off").await;
     assert_eq!(duck["total_events"], EVENTS);
     assert_eq!(duck, summary(&app, "source=postgres").await, "identical over all of it");
 
-    let listed = storage.client.list_objects_v2().bucket(&storage.bucket).prefix(format!("{prefix}/")).send().await.unwrap();
+    let listed = storage
+        .client
+        .list_objects_v2()
+        .bucket(&storage.bucket)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .unwrap();
     for o in listed.contents() {
-        let _ = storage.client.delete_object().bucket(&storage.bucket).key(o.key().unwrap()).send().await;
+        let _ = storage
+            .client
+            .delete_object()
+            .bucket(&storage.bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await;
     }
 }

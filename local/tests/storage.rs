@@ -10,12 +10,20 @@ async fn put_get_list_delete_round_trip() {
     s3.head_bucket().await.unwrap();
     let key = format!("tests/roundtrip-{}.txt", std::process::id());
     let body = b"quiver".repeat(1000);
-    s3.client.put_object().bucket(&s3.bucket).key(&key).body(ByteStream::from(body.clone())).send().await.unwrap();
+    s3.client
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(&key)
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
     let got = s3.client.get_object().bucket(&s3.bucket).key(&key).send().await.unwrap();
     let etag = got.e_tag().map(str::to_string);
     assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &body[..]);
     assert!(etag.is_some());
-    let listed = s3.client.list_objects_v2().bucket(&s3.bucket).prefix("tests/").send().await.unwrap();
+    let listed =
+        s3.client.list_objects_v2().bucket(&s3.bucket).prefix("tests/").send().await.unwrap();
     assert!(listed.contents().iter().any(|o| o.key() == Some(key.as_str())));
     s3.client.delete_object().bucket(&s3.bucket).key(&key).send().await.unwrap();
     let gone = s3.client.get_object().bucket(&s3.bucket).key(&key).send().await;

@@ -42,7 +42,12 @@ impl Filters {
                 None => Ok(None),
                 Some(s) => DateTime::parse_from_rfc3339(s)
                     .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|_| Error::bad_param(name, "must be an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z")),
+                    .map_err(|_| {
+                        Error::bad_param(
+                            name,
+                            "must be an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z",
+                        )
+                    }),
             }
         };
         let f = Filters {
@@ -51,7 +56,10 @@ impl Filters {
             event_type: match p.text("event_type", 32)? {
                 None => None,
                 Some(s) => Some(EventType::parse(s).ok_or_else(|| {
-                    Error::bad_param("event_type", "must be one of page_view, click, conversion, signup, purchase")
+                    Error::bad_param(
+                        "event_type",
+                        "must be one of page_view, click, conversion, signup, purchase",
+                    )
                 })?),
             },
         };
@@ -65,8 +73,15 @@ impl Filters {
 
     /// A canonical text form, for cache keys.
     pub fn normalized(&self) -> String {
-        let t = |v: &Option<DateTime<Utc>>| v.map(|t| t.timestamp_micros().to_string()).unwrap_or_default();
-        format!("from={}&to={}&event_type={}", t(&self.from), t(&self.to), self.event_type.map(EventType::as_str).unwrap_or(""))
+        let t = |v: &Option<DateTime<Utc>>| {
+            v.map(|t| t.timestamp_micros().to_string()).unwrap_or_default()
+        };
+        format!(
+            "from={}&to={}&event_type={}",
+            t(&self.from),
+            t(&self.to),
+            self.event_type.map(EventType::as_str).unwrap_or("")
+        )
     }
 }
 
@@ -117,7 +132,8 @@ impl Summary {
         first: Option<DateTime<Utc>>,
         last: Option<DateTime<Utc>>,
     ) -> Self {
-        let mut events_by_type: BTreeMap<&'static str, i64> = EventType::ALL.iter().map(|t| (t.as_str(), 0)).collect();
+        let mut events_by_type: BTreeMap<&'static str, i64> =
+            EventType::ALL.iter().map(|t| (t.as_str(), 0)).collect();
         for (t, n) in by_type {
             events_by_type.insert(t.as_str(), n);
         }
@@ -134,7 +150,8 @@ impl Summary {
 
 impl FunnelRow {
     pub fn new(page_url: String, page_views: i64, clicks: i64, conversions: i64) -> Self {
-        let conversion_rate = if page_views > 0 { round_to(conversions as f64 / page_views as f64, 4) } else { 0.0 };
+        let conversion_rate =
+            if page_views > 0 { round_to(conversions as f64 / page_views as f64, 4) } else { 0.0 };
         FunnelRow { page_url, page_views, clicks, conversions, conversion_rate }
     }
 }
@@ -199,7 +216,10 @@ mod tests {
 
     #[test]
     fn filters_parse_and_name_bad_parameters() {
-        let f = Filters::from_params(&Params::parse(Some("from=2026-10-01T00:00:00Z&event_type=click")).unwrap()).unwrap();
+        let f = Filters::from_params(
+            &Params::parse(Some("from=2026-10-01T00:00:00Z&event_type=click")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(f.event_type, Some(EventType::Click));
         assert!(f.from.is_some() && f.to.is_none());
         for (q, param) in [

@@ -46,7 +46,10 @@ pub struct Manifest {
 /// A sortable version name: the UTC time to the millisecond plus a random suffix.
 pub fn new_version() -> String {
     let now = chrono::Utc::now();
-    let salt = crate::generate::Rng::new(now.timestamp_nanos_opt().unwrap_or(0) as u64 ^ std::process::id() as u64).next_u64();
+    let salt = crate::generate::Rng::new(
+        now.timestamp_nanos_opt().unwrap_or(0) as u64 ^ std::process::id() as u64,
+    )
+    .next_u64();
     format!("{}-{:04x}", now.format("%Y%m%dT%H%M%S%3fZ"), salt & 0xffff)
 }
 
@@ -57,12 +60,17 @@ pub fn manifest_key(prefix: &str) -> String {
 /// xxh3-128 and size of a local file, read in chunks.
 pub async fn checksum_file(path: &Path) -> Result<(u64, String)> {
     use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(path).await.map_err(|e| Error::Internal(format!("open {}: {e}", path.display())))?;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::Internal(format!("open {}: {e}", path.display())))?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).await.map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
         if n == 0 {
             break;
         }
@@ -73,16 +81,36 @@ pub async fn checksum_file(path: &Path) -> Result<(u64, String)> {
 }
 
 /// Uploads `files` (name, local path) under `<prefix>/<version>/`, then the manifest, last.
-pub async fn publish(s: &Storage, prefix: &str, version: &str, files: &[(String, PathBuf)], meta: serde_json::Value) -> Result<Manifest> {
+pub async fn publish(
+    s: &Storage,
+    prefix: &str,
+    version: &str,
+    files: &[(String, PathBuf)],
+    meta: serde_json::Value,
+) -> Result<Manifest> {
     let mut entries = Vec::with_capacity(files.len());
     for (name, path) in files {
         let (size, sum) = checksum_file(path).await?;
         let key = format!("{prefix}/{version}/{name}");
-        let body = ByteStream::from_path(path).await.map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
-        s.client.put_object().bucket(&s.bucket).key(&key).body(body).send().await.map_err(|e| s3_error("PutObject", &key, e))?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
+        s.client
+            .put_object()
+            .bucket(&s.bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObject", &key, e))?;
         entries.push(FileEntry { name: name.clone(), key, size, xxh3_128: sum });
     }
-    let manifest = Manifest { version: version.to_string(), created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), files: entries, meta };
+    let manifest = Manifest {
+        version: version.to_string(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        files: entries,
+        meta,
+    };
     let key = manifest_key(prefix);
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     s.client
@@ -143,7 +171,13 @@ pub async fn retain(s: &Storage, prefix: &str, keep: usize, current: &str) -> Re
             .map_err(|e| s3_error("ListObjectsV2", &v, e))?;
         for o in listed.contents() {
             if let Some(k) = o.key() {
-                s.client.delete_object().bucket(&s.bucket).key(k).send().await.map_err(|e| s3_error("DeleteObject", k, e))?;
+                s.client
+                    .delete_object()
+                    .bucket(&s.bucket)
+                    .key(k)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error("DeleteObject", k, e))?;
             }
         }
         tracing::info!(prefix, version = %v, "deleted old version");
@@ -153,9 +187,20 @@ pub async fn retain(s: &Storage, prefix: &str, keep: usize, current: &str) -> Re
 }
 
 /// The manifest, unless its ETag is still `known`. `Ok(None)` means unchanged.
-pub async fn fetch_manifest(s: &Storage, prefix: &str, known: Option<&str>) -> Result<Option<(Manifest, String)>> {
+pub async fn fetch_manifest(
+    s: &Storage,
+    prefix: &str,
+    known: Option<&str>,
+) -> Result<Option<(Manifest, String)>> {
     let key = manifest_key(prefix);
-    let res = s.client.get_object().bucket(&s.bucket).key(&key).set_if_none_match(known.map(str::to_string)).send().await;
+    let res = s
+        .client
+        .get_object()
+        .bucket(&s.bucket)
+        .key(&key)
+        .set_if_none_match(known.map(str::to_string))
+        .send()
+        .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {
@@ -164,7 +209,10 @@ pub async fn fetch_manifest(s: &Storage, prefix: &str, known: Option<&str>) -> R
                 return Ok(None);
             }
             if status == Some(404) {
-                return Err(Error::unavailable(NAME, format!("nothing has been published yet: {key} does not exist")));
+                return Err(Error::unavailable(
+                    NAME,
+                    format!("nothing has been published yet: {key} does not exist"),
+                ));
             }
             return Err(s3_error("GetObject", &key, e));
         }
@@ -175,7 +223,8 @@ pub async fn fetch_manifest(s: &Storage, prefix: &str, known: Option<&str>) -> R
         return Ok(None);
     }
     let body = out.body.collect().await.map_err(|e| s3_error("GetObject", &key, e))?.into_bytes();
-    let m: Manifest = serde_json::from_slice(&body).map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
+    let m: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
     Ok(Some((m, etag)))
 }
 
@@ -185,12 +234,21 @@ pub async fn download(s: &Storage, file: &FileEntry, dest: &Path) -> Result<()> 
     if let Some(dir) = dest.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
     }
-    let mut o = s.client.get_object().bucket(&s.bucket).key(&file.key).send().await.map_err(|e| s3_error("GetObject", &file.key, e))?;
+    let mut o = s
+        .client
+        .get_object()
+        .bucket(&s.bucket)
+        .key(&file.key)
+        .send()
+        .await
+        .map_err(|e| s3_error("GetObject", &file.key, e))?;
     let part = dest.with_extension("part");
     let mut f = tokio::fs::File::create(&part).await.map_err(io)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut size = 0u64;
-    while let Some(chunk) = o.body.try_next().await.map_err(|e| s3_error("GetObject", &file.key, e))? {
+    while let Some(chunk) =
+        o.body.try_next().await.map_err(|e| s3_error("GetObject", &file.key, e))?
+    {
         h.update(&chunk);
         size += chunk.len() as u64;
         f.write_all(&chunk).await.map_err(io)?;
@@ -250,7 +308,9 @@ impl<T: Send + Sync + 'static> Tracker<T> {
 
     fn fresh(&self) -> bool {
         let last = self.last_check_ms.load(Ordering::Relaxed);
-        last != u64::MAX && (self.born.elapsed().as_millis() as u64).saturating_sub(last) < self.check_every.as_millis() as u64
+        last != u64::MAX
+            && (self.born.elapsed().as_millis() as u64).saturating_sub(last)
+                < self.check_every.as_millis() as u64
     }
 
     fn loaded(&self) -> Option<Arc<Loaded<T>>> {
@@ -282,11 +342,17 @@ impl<T: Send + Sync + 'static> Tracker<T> {
         }
         let cur = self.loaded();
         let known = if cur.is_some() { st.etag.clone() } else { None };
-        let mark = |t: &Self| t.last_check_ms.store(t.born.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let (manifest, etag) = match fetch_manifest(&self.storage, &self.prefix, known.as_deref()).await {
+        let mark = |t: &Self| {
+            t.last_check_ms.store(t.born.elapsed().as_millis() as u64, Ordering::Relaxed)
+        };
+        let (manifest, etag) = match fetch_manifest(&self.storage, &self.prefix, known.as_deref())
+            .await
+        {
             Ok(None) => {
                 mark(self);
-                return cur.ok_or_else(|| Error::unavailable(NAME, "the manifest did not change and nothing is loaded"));
+                return cur.ok_or_else(|| {
+                    Error::unavailable(NAME, "the manifest did not change and nothing is loaded")
+                });
             }
             Ok(Some(found)) => found,
             Err(e) => {
@@ -340,10 +406,17 @@ impl<T: Send + Sync + 'static> Tracker<T> {
                 let (dest, storage) = (dir.join(&f.name), self.storage.clone());
                 async move {
                     let ok = match tokio::fs::metadata(&dest).await {
-                        Ok(m) if m.len() == f.size => checksum_file(&dest).await.map(|(_, s)| s == f.xxh3_128).unwrap_or(false),
+                        Ok(m) if m.len() == f.size => checksum_file(&dest)
+                            .await
+                            .map(|(_, s)| s == f.xxh3_128)
+                            .unwrap_or(false),
                         _ => false,
                     };
-                    if ok { Ok(()) } else { download(&storage, &f, &dest).await }
+                    if ok {
+                        Ok(())
+                    } else {
+                        download(&storage, &f, &dest).await
+                    }
                 }
             })
             .buffer_unordered(PARALLEL_DOWNLOADS)

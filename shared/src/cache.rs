@@ -17,7 +17,10 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
-use crate::http::{etag_for, negotiate, zstd_compress, zstd_decompress, Encoding, ServerTiming, MAX_BODY_BYTES, X_CACHE};
+use crate::http::{
+    etag_for, negotiate, zstd_compress, zstd_decompress, Encoding, ServerTiming, MAX_BODY_BYTES,
+    X_CACHE,
+};
 use crate::valkey::Valkey;
 
 /// A cache key: xxh3_128 over every input that can change the answer.
@@ -28,7 +31,12 @@ impl Key {
     /// `function`, `route`, normalized `params` and `data_version`, separated so that no two
     /// different inputs can run together into the same bytes.
     pub fn new(function: &str, route: &str, params: &str, data_version: &str) -> Self {
-        Self::of_parts(&[function.as_bytes(), route.as_bytes(), params.as_bytes(), data_version.as_bytes()])
+        Self::of_parts(&[
+            function.as_bytes(),
+            route.as_bytes(),
+            params.as_bytes(),
+            data_version.as_bytes(),
+        ])
     }
 
     /// For bodies as parameters (e.g. `POST /process`): the raw bytes are hashed as they came.
@@ -86,12 +94,14 @@ impl Entry {
 
     /// The uncompressed body.
     pub fn body(&self) -> Result<Vec<u8>> {
-        zstd_decompress(&self.zstd, MAX_BODY_BYTES).map_err(|e| Error::Internal(format!("cached body does not decompress: {e}")))
+        zstd_decompress(&self.zstd, MAX_BODY_BYTES)
+            .map_err(|e| Error::Internal(format!("cached body does not decompress: {e}")))
     }
 
     /// `[format][etag len][etag][content-type len][content type][zstd body]`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(3 + self.etag.len() + self.content_type.len() + self.zstd.len());
+        let mut v =
+            Vec::with_capacity(3 + self.etag.len() + self.content_type.len() + self.zstd.len());
         v.push(FORMAT);
         v.push(self.etag.len() as u8);
         v.extend_from_slice(self.etag.as_bytes());
@@ -166,7 +176,9 @@ impl Cache {
     }
 
     /// From the configuration: Valkey when `QUIVER_VALKEY_URL` is set, else always BYPASS.
-    pub fn from_config(cfg: &crate::Config) -> std::result::Result<Self, crate::config::ConfigError> {
+    pub fn from_config(
+        cfg: &crate::Config,
+    ) -> std::result::Result<Self, crate::config::ConfigError> {
         let valkey = match cfg.valkey_url {
             Some(_) => Some(Arc::new(Valkey::new(cfg)?)),
             None => None,
@@ -187,7 +199,10 @@ impl Cache {
 
     /// Reads `key`. `Err` means Valkey is unavailable (the caller bypasses), `Ok(None)` a miss.
     pub async fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        let v = self.valkey.as_ref().ok_or_else(|| Error::unavailable(crate::valkey::NAME, "not configured"))?;
+        let v = self
+            .valkey
+            .as_ref()
+            .ok_or_else(|| Error::unavailable(crate::valkey::NAME, "not configured"))?;
         let mut c = v.connection()?;
         let raw: Option<Vec<u8>> = v.run("GET", c.get(key.redis_key())).await?;
         Ok(raw.and_then(Entry::decode))
@@ -195,7 +210,10 @@ impl Cache {
 
     /// Stores `entry` under `key` for the configured TTL.
     pub async fn put(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let v = self.valkey.as_ref().ok_or_else(|| Error::unavailable(crate::valkey::NAME, "not configured"))?;
+        let v = self
+            .valkey
+            .as_ref()
+            .ok_or_else(|| Error::unavailable(crate::valkey::NAME, "not configured"))?;
         let mut c = v.connection()?;
         let ttl = self.ttl.as_millis() as u64;
         v.run("SET", c.pset_ex::<_, _, ()>(key.redis_key(), entry.encode(), ttl)).await
@@ -211,7 +229,9 @@ impl Cache {
     {
         let started = Instant::now();
         let status = match self.get(&key).await {
-            Ok(Some(entry)) => return Ok(Lookup { entry, status: Status::Hit, lookup: started.elapsed() }),
+            Ok(Some(entry)) => {
+                return Ok(Lookup { entry, status: Status::Hit, lookup: started.elapsed() })
+            }
             Ok(None) => Status::Miss,
             Err(e) => {
                 tracing::debug!(error = %e, "cache bypassed");
@@ -294,7 +314,16 @@ impl Cache {
         let v = self.valkey.as_ref()?;
         let mut c = v.connection().ok()?;
         let set: Option<String> = v
-            .run("SET NX", redis::cmd("SET").arg(lock_key).arg(1).arg("NX").arg("PX").arg(LOCK_TTL_MS).query_async(&mut c))
+            .run(
+                "SET NX",
+                redis::cmd("SET")
+                    .arg(lock_key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LOCK_TTL_MS)
+                    .query_async(&mut c),
+            )
             .await
             .ok()?;
         Some(set.is_some())

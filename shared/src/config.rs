@@ -85,11 +85,15 @@ impl Config {
         let bucket = get("QUIVER_BUCKET");
         if let Some(b) = &bucket {
             let ok = (3..=63).contains(&b.len())
-                && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+                && b.bytes().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.'
+                });
             if !ok {
                 return Err(ConfigError {
                     var: "QUIVER_BUCKET",
-                    problem: format!("{b:?} is not a valid bucket name (3-63 chars of a-z, 0-9, '-', '.')"),
+                    problem: format!(
+                        "{b:?} is not a valid bucket name (3-63 chars of a-z, 0-9, '-', '.')"
+                    ),
                 });
             }
         }
@@ -105,16 +109,31 @@ impl Config {
             pg_ca_file: get("QUIVER_PG_CA_FILE"),
             bucket,
             s3_endpoint,
-            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
-            cache_ttl: Duration::from_secs(number("QUIVER_CACHE_TTL_S", get("QUIVER_CACHE_TTL_S"), 300, 1, 86_400 * 30)?),
+            region: get("AWS_REGION")
+                .or_else(|| get("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            cache_ttl: Duration::from_secs(number(
+                "QUIVER_CACHE_TTL_S",
+                get("QUIVER_CACHE_TTL_S"),
+                300,
+                1,
+                86_400 * 30,
+            )?),
             pg_timeout: ms("QUIVER_PG_TIMEOUT_MS", 5_000, 900_000)?,
-            pg_pool_size: number("QUIVER_PG_POOL_SIZE", get("QUIVER_PG_POOL_SIZE"), if on_lambda { 1 } else { 8 }, 1, 256)?
-                as usize,
+            pg_pool_size: number(
+                "QUIVER_PG_POOL_SIZE",
+                get("QUIVER_PG_POOL_SIZE"),
+                if on_lambda { 1 } else { 8 },
+                1,
+                256,
+            )? as usize,
             valkey_timeout: ms("QUIVER_VALKEY_TIMEOUT_MS", 25, 60_000)?,
             s3_timeout: ms("QUIVER_S3_TIMEOUT_MS", 10_000, 900_000)?,
             health_timeout: ms("QUIVER_HEALTH_TIMEOUT_MS", 2_000, 60_000)?,
             memory_mb: match get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
-                Some(v) => Some(number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Some(v), 0, 128, 10_240)? as u32),
+                Some(v) => {
+                    Some(number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Some(v), 0, 128, 10_240)? as u32)
+                }
                 None => None,
             },
             on_lambda,
@@ -180,7 +199,9 @@ impl std::fmt::Debug for Config {
 
 fn check_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     match url::Url::parse(value) {
-        Ok(u) if schemes.contains(&u.scheme()) && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(u) if schemes.contains(&u.scheme()) && u.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(())
+        }
         Ok(u) if !schemes.contains(&u.scheme()) => Err(ConfigError {
             var,
             problem: format!("scheme {:?} is not one of {}", u.scheme(), schemes.join(", ")),
@@ -192,17 +213,32 @@ fn check_url(var: &'static str, value: &str, schemes: &[&str]) -> Result<(), Con
 
 /// A whole-number setting from the process environment within `range`, `default` when unset or
 /// blank; the error names the variable. For the functions' own settings (`QUIVER_INDEX_CHECK_S`, ...).
-pub fn setting(var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+pub fn setting(
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
     setting_in(&std::env::vars().collect(), var, default, range)
 }
 
 /// [`setting`], read from a map of variables (tests use this instead of the process environment).
-pub fn setting_in(vars: &HashMap<String, String>, var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+pub fn setting_in(
+    vars: &HashMap<String, String>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
     let value = vars.get(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     number(var, value, default, *range.start(), *range.end())
 }
 
-fn number(var: &'static str, value: Option<String>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn number(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     let Some(v) = value else { return Ok(default) };
     match v.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -257,10 +293,12 @@ mod tests {
 
     #[test]
     fn bad_urls_are_rejected_without_echoing_secrets() {
-        let e = Config::from_vars(&vars(&[("QUIVER_DATABASE_URL", "mysql://u:hunter2@h/db")])).unwrap_err();
+        let e = Config::from_vars(&vars(&[("QUIVER_DATABASE_URL", "mysql://u:hunter2@h/db")]))
+            .unwrap_err();
         assert_eq!(e.var, "QUIVER_DATABASE_URL");
         assert!(!e.to_string().contains("hunter2"));
-        let e = Config::from_vars(&vars(&[("QUIVER_VALKEY_URL", "not a url hunter2")])).unwrap_err();
+        let e =
+            Config::from_vars(&vars(&[("QUIVER_VALKEY_URL", "not a url hunter2")])).unwrap_err();
         assert_eq!(e.var, "QUIVER_VALKEY_URL");
         assert!(!e.to_string().contains("hunter2"));
         assert!(Config::from_vars(&vars(&[("QUIVER_BUCKET", "Bad_Bucket")])).is_err());

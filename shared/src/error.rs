@@ -179,8 +179,9 @@ impl From<crate::config::ConfigError> for Error {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use http_body_util::BodyExt;
+
+    use super::*;
 
     async fn render(e: Error) -> (StatusCode, String, serde_json::Value) {
         let res = e.into_response();
@@ -192,7 +193,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_param_is_400_problem_json_naming_the_param() {
-        let (status, ct, body) = render(Error::bad_param("limit", "must be between 1 and 1000")).await;
+        let (status, ct, body) =
+            render(Error::bad_param("limit", "must be between 1 and 1000")).await;
         assert_eq!(status, 400);
         assert_eq!(ct, "application/problem+json");
         assert_eq!(body["param"], "limit");

@@ -20,8 +20,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] =
-        [EventType::PageView, EventType::Click, EventType::Conversion, EventType::Signup, EventType::Purchase];
+    pub const ALL: [EventType; 5] = [
+        EventType::PageView,
+        EventType::Click,
+        EventType::Conversion,
+        EventType::Signup,
+        EventType::Purchase,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -101,7 +106,10 @@ pub enum EventsBody {
 }
 
 /// RFC 3339 with microseconds and `Z`, the one timestamp format of the API.
-pub fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub fn rfc3339<S: serde::Serializer>(
+    t: &DateTime<Utc>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
@@ -138,11 +146,17 @@ pub fn parse_body(body: &[u8], format: BodyFormat, now_us: i64) -> Result<Vec<Ne
                     a.into_iter().enumerate().map(|(i, v)| (format!("[{i}]"), v)).collect()
                 }
                 v @ Value::Object(_) => vec![(String::new(), v)],
-                _ => return Err(Error::invalid("the body must be an event object or an array of events", vec![])),
+                _ => {
+                    return Err(Error::invalid(
+                        "the body must be an event object or an array of events",
+                        vec![],
+                    ))
+                }
             }
         }
         BodyFormat::NdJson => {
-            let text = std::str::from_utf8(body).map_err(|e| Error::invalid(format!("the body is not UTF-8: {e}"), vec![]))?;
+            let text = std::str::from_utf8(body)
+                .map_err(|e| Error::invalid(format!("the body is not UTF-8: {e}"), vec![]))?;
             let mut items = Vec::new();
             let mut errors = Vec::new();
             for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -155,7 +169,10 @@ pub fn parse_body(body: &[u8], format: BodyFormat, now_us: i64) -> Result<Vec<Ne
             }
             if !errors.is_empty() {
                 errors.truncate(MAX_REPORTED_ERRORS);
-                return Err(Error::invalid(format!("{} NDJSON line(s) are not valid JSON", errors.len()), errors));
+                return Err(Error::invalid(
+                    format!("{} NDJSON line(s) are not valid JSON", errors.len()),
+                    errors,
+                ));
             }
             items
         }
@@ -178,7 +195,10 @@ pub fn parse_body(body: &[u8], format: BodyFormat, now_us: i64) -> Result<Vec<Ne
         }
     }
     if bad > 0 {
-        return Err(Error::invalid(format!("{bad} event(s) are invalid; nothing was written"), errors));
+        return Err(Error::invalid(
+            format!("{bad} event(s) are invalid; nothing was written"),
+            errors,
+        ));
     }
     Ok(events)
 }
@@ -215,12 +235,18 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         Some(Value::Number(n)) => match n.as_i64() {
             Some(id) if id > 0 && id <= i32::MAX as i64 => Some(id as i32),
             _ => {
-                errs.push(FieldError::new(field(at, "user_id"), format!("must be a whole number from 1 to {}", i32::MAX)));
+                errs.push(FieldError::new(
+                    field(at, "user_id"),
+                    format!("must be a whole number from 1 to {}", i32::MAX),
+                ));
                 None
             }
         },
         Some(other) => {
-            errs.push(FieldError::new(field(at, "user_id"), format!("must be a number, not {}", kind(&other))));
+            errs.push(FieldError::new(
+                field(at, "user_id"),
+                format!("must be a number, not {}", kind(&other)),
+            ));
             None
         }
     };
@@ -240,7 +266,10 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
             }
         },
         Some(other) => {
-            errs.push(FieldError::new(field(at, "event_type"), format!("must be a string, not {}", kind(&other))));
+            errs.push(FieldError::new(
+                field(at, "event_type"),
+                format!("must be a string, not {}", kind(&other)),
+            ));
             None
         }
     };
@@ -250,12 +279,18 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
             None
         }
         Some(Value::String(s)) if s.is_empty() || s.len() > MAX_PAGE_URL || s.contains('\0') => {
-            errs.push(FieldError::new(field(at, "page_url"), format!("must be 1 to {MAX_PAGE_URL} bytes without NUL")));
+            errs.push(FieldError::new(
+                field(at, "page_url"),
+                format!("must be 1 to {MAX_PAGE_URL} bytes without NUL"),
+            ));
             None
         }
         Some(Value::String(s)) => Some(s),
         Some(other) => {
-            errs.push(FieldError::new(field(at, "page_url"), format!("must be a string, not {}", kind(&other))));
+            errs.push(FieldError::new(
+                field(at, "page_url"),
+                format!("must be a string, not {}", kind(&other)),
+            ));
             None
         }
     };
@@ -264,33 +299,52 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         Some(v @ Value::Object(_)) => {
             let text = v.to_string();
             if text.len() > MAX_METADATA_BYTES {
-                errs.push(FieldError::new(field(at, "metadata"), format!("must be at most {MAX_METADATA_BYTES} bytes")));
+                errs.push(FieldError::new(
+                    field(at, "metadata"),
+                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
+                ));
                 None
             } else if text.contains("\\u0000") {
-                errs.push(FieldError::new(field(at, "metadata"), "must not contain NUL characters"));
+                errs.push(FieldError::new(
+                    field(at, "metadata"),
+                    "must not contain NUL characters",
+                ));
                 None
             } else {
                 Some(text)
             }
         }
         Some(other) => {
-            errs.push(FieldError::new(field(at, "metadata"), format!("must be an object, not {}", kind(&other))));
+            errs.push(FieldError::new(
+                field(at, "metadata"),
+                format!("must be an object, not {}", kind(&other)),
+            ));
             None
         }
     };
     let created_at_us = match m.remove("created_at") {
         None | Some(Value::Null) => Some(now_us),
         Some(Value::String(s)) => match DateTime::parse_from_rfc3339(&s) {
-            Ok(t) if (1970..=9999).contains(&t.naive_utc().and_utc().format("%Y").to_string().parse::<i32>().unwrap_or(0)) => {
+            Ok(t)
+                if (1970..=9999).contains(
+                    &t.naive_utc().and_utc().format("%Y").to_string().parse::<i32>().unwrap_or(0),
+                ) =>
+            {
                 Some(t.timestamp_micros())
             }
             _ => {
-                errs.push(FieldError::new(field(at, "created_at"), "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z"));
+                errs.push(FieldError::new(
+                    field(at, "created_at"),
+                    "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z",
+                ));
                 None
             }
         },
         Some(other) => {
-            errs.push(FieldError::new(field(at, "created_at"), format!("must be an RFC 3339 string, not {}", kind(&other))));
+            errs.push(FieldError::new(
+                field(at, "created_at"),
+                format!("must be an RFC 3339 string, not {}", kind(&other)),
+            ));
             None
         }
     };
@@ -298,7 +352,9 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         errs.push(FieldError::new(field(at, unknown), "is not a field of an event"));
     }
     match (user_id, event_type, page_url, metadata, created_at_us) {
-        (Some(user_id), Some(event_type), Some(page_url), Some(metadata), Some(created_at_us)) if errs.is_empty() => {
+        (Some(user_id), Some(event_type), Some(page_url), Some(metadata), Some(created_at_us))
+            if errs.is_empty() =>
+        {
             Ok(NewEvent { user_id, event_type, page_url, metadata, created_at_us })
         }
         _ => Err(errs),
@@ -346,11 +402,17 @@ impl Cursor {
     /// Decodes a token from `encode`; anything else is a 400 naming `cursor`.
     pub fn decode(token: &str) -> Result<Self> {
         use base64::Engine;
-        let bad = || Error::bad_param("cursor", "is not a cursor this API issued; pass next_cursor back unchanged");
+        let bad = || {
+            Error::bad_param(
+                "cursor",
+                "is not a cursor this API issued; pass next_cursor back unchanged",
+            )
+        };
         if token.len() > 64 {
             return Err(bad());
         }
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+        let b =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
         if b.len() != 25 || b[0] != CURSOR_VERSION {
             return Err(bad());
         }
@@ -389,7 +451,15 @@ pub fn copy_trailer(buf: &mut BytesMut) {
 }
 
 /// One row in COPY BINARY format.
-pub fn copy_row(buf: &mut BytesMut, id: i64, user_id: i32, event_type: EventType, page_url: &str, metadata: &str, created_at_us: i64) {
+pub fn copy_row(
+    buf: &mut BytesMut,
+    id: i64,
+    user_id: i32,
+    event_type: EventType,
+    page_url: &str,
+    metadata: &str,
+    created_at_us: i64,
+) {
     buf.put_i16(6);
     buf.put_i32(8);
     buf.put_i64(id);
@@ -409,7 +479,15 @@ pub fn copy_row(buf: &mut BytesMut, id: i64, user_id: i32, event_type: EventType
 
 impl NewEvent {
     pub fn copy_row(&self, buf: &mut BytesMut, id: i64) {
-        copy_row(buf, id, self.user_id, self.event_type, &self.page_url, &self.metadata, self.created_at_us);
+        copy_row(
+            buf,
+            id,
+            self.user_id,
+            self.event_type,
+            &self.page_url,
+            &self.metadata,
+            self.created_at_us,
+        );
     }
 }
 
@@ -425,7 +503,9 @@ mod tests {
 
     fn problems(e: Error) -> Vec<String> {
         match e {
-            Error::BadRequest { errors, .. } => errors.into_iter().map(|f| format!("{}: {}", f.at, f.problem)).collect(),
+            Error::BadRequest { errors, .. } => {
+                errors.into_iter().map(|f| format!("{}: {}", f.at, f.problem)).collect()
+            }
             other => panic!("expected a 400, got {other:?}"),
         }
     }
@@ -450,10 +530,24 @@ mod tests {
         assert!(p.iter().any(|s| s.starts_with("[1].event_type: must be one of")), "{p:?}");
         assert!(p.contains(&"[1].page_url: is required".to_string()), "{p:?}");
         assert!(p.contains(&"[1].extra: is not a field of an event".to_string()), "{p:?}");
-        let p = problems(parse_body(b"{\"user_id\":0,\"event_type\":\"click\",\"page_url\":\"/a\"}\nnot json\n", BodyFormat::NdJson, NOW).unwrap_err());
+        let p = problems(
+            parse_body(
+                b"{\"user_id\":0,\"event_type\":\"click\",\"page_url\":\"/a\"}\nnot json\n",
+                BodyFormat::NdJson,
+                NOW,
+            )
+            .unwrap_err(),
+        );
         assert_eq!(p.len(), 1);
         assert!(p[0].starts_with("line 2: not valid JSON"), "{p:?}");
-        let p = problems(parse_body(b"{\"user_id\":0,\"event_type\":\"click\",\"page_url\":\"/a\"}\n", BodyFormat::NdJson, NOW).unwrap_err());
+        let p = problems(
+            parse_body(
+                b"{\"user_id\":0,\"event_type\":\"click\",\"page_url\":\"/a\"}\n",
+                BodyFormat::NdJson,
+                NOW,
+            )
+            .unwrap_err(),
+        );
         assert!(p[0].starts_with("line 1: user_id: must be a whole number"), "{p:?}");
     }
 
@@ -472,17 +566,28 @@ mod tests {
 
     #[test]
     fn wrong_shapes_and_types_are_400() {
-        for bad in ["", "3", "\"x\"", "[]", "{", "[1]", r#"{"user_id":1,"event_type":"click","page_url":"/a","metadata":[1]}"#,
-                    r#"{"user_id":1,"event_type":"click","page_url":"/a","created_at":"yesterday"}"#,
-                    r#"{"user_id":1.5,"event_type":"click","page_url":"/a"}"#,
-                    r#"{"user_id":99999999999,"event_type":"click","page_url":"/a"}"#,
-                    r#"{"user_id":1,"event_type":"click","page_url":""}"#] {
+        for bad in [
+            "",
+            "3",
+            "\"x\"",
+            "[]",
+            "{",
+            "[1]",
+            r#"{"user_id":1,"event_type":"click","page_url":"/a","metadata":[1]}"#,
+            r#"{"user_id":1,"event_type":"click","page_url":"/a","created_at":"yesterday"}"#,
+            r#"{"user_id":1.5,"event_type":"click","page_url":"/a"}"#,
+            r#"{"user_id":99999999999,"event_type":"click","page_url":"/a"}"#,
+            r#"{"user_id":1,"event_type":"click","page_url":""}"#,
+        ] {
             assert_eq!(one(bad).unwrap_err().status(), 400, "{bad}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(one(&deep).unwrap_err().status(), 400);
         assert_eq!(BodyFormat::from_content_type(Some("text/csv")).unwrap_err().status(), 415);
-        assert_eq!(BodyFormat::from_content_type(Some("application/x-ndjson; charset=utf-8")).unwrap(), BodyFormat::NdJson);
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/x-ndjson; charset=utf-8")).unwrap(),
+            BodyFormat::NdJson
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ impl Rng {
 
     /// The generator for item `i` of stream `seed`.
     pub fn for_item(seed: u64, i: u64) -> Self {
-        let mut r = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut r =
+            Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         r.next_u64();
         r
     }
@@ -75,10 +76,13 @@ pub fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 
 fn cdf(weights: &[f64]) -> Vec<f64> {
     let mut acc = 0.0;
-    weights.iter().map(|w| {
-        acc += w;
-        acc
-    }).collect()
+    weights
+        .iter()
+        .map(|w| {
+            acc += w;
+            acc
+        })
+        .collect()
 }
 
 /// How the generated events are shaped.
@@ -120,7 +124,8 @@ const REFERRERS: [&str; 6] = ["direct", "google", "newsletter", "twitter", "gith
 const REFERRER_W: [f64; 6] = [35.0, 40.0, 8.0, 7.0, 6.0, 4.0];
 
 fn page_url(rank: usize) -> String {
-    const FIXED: [&str; 8] = ["/", "/pricing", "/signup", "/checkout", "/docs", "/blog", "/about", "/login"];
+    const FIXED: [&str; 8] =
+        ["/", "/pricing", "/signup", "/checkout", "/docs", "/blog", "/about", "/login"];
     match rank {
         r if r < FIXED.len() => FIXED[r].to_string(),
         r if r % 3 == 0 => format!("/blog/post-{r}"),
@@ -134,7 +139,8 @@ fn tables(shape: &Shape) -> Arc<Tables> {
     static DEFAULT: OnceLock<Arc<Tables>> = OnceLock::new();
     let build = || {
         // A daily cycle: quiet at night (UTC), busiest mid-afternoon.
-        let hours: Vec<f64> = (0..24).map(|h| 1.2 + ((h as f64 - 9.0) * std::f64::consts::PI / 12.0).sin()).collect();
+        let hours: Vec<f64> =
+            (0..24).map(|h| 1.2 + ((h as f64 - 9.0) * std::f64::consts::PI / 12.0).sin()).collect();
         Arc::new(Tables {
             users: zipf_cdf(shape.users, 1.07),
             pages: zipf_cdf(shape.pages, 1.1),
@@ -185,7 +191,8 @@ impl Generator {
         let hour = r.pick(&self.t.hours) as i64;
         let within_hour = r.below(3_600_000_000) as i64;
         let day_start = self.shape.end_us - (day + 1) * 86_400_000_000;
-        let created_at_us = day_start - day_start.rem_euclid(86_400_000_000) + hour * 3_600_000_000 + within_hour;
+        let created_at_us =
+            day_start - day_start.rem_euclid(86_400_000_000) + hour * 3_600_000_000 + within_hour;
         let duration_ms = r.log_normal(1_800.0, 0.9).clamp(20.0, 600_000.0) as u64;
         meta.clear();
         let _ = write!(
@@ -217,7 +224,15 @@ impl Generator {
         buf.reserve((range.end - range.start) as usize * 190);
         for (k, i) in range.enumerate() {
             let (user_id, event_type, page, created_at_us) = self.event_into(i, &mut meta);
-            events::copy_row(buf, first_id + k as i64, user_id, event_type, page, &meta, created_at_us);
+            events::copy_row(
+                buf,
+                first_id + k as i64,
+                user_id,
+                event_type,
+                page,
+                &meta,
+                created_at_us,
+            );
         }
     }
 }
@@ -252,7 +267,10 @@ mod tests {
             if e.event_type == EventType::Purchase {
                 purchases_with_amount += m["amount_cents"].is_u64() as usize;
             }
-            assert!(e.created_at_us <= DEFAULT_END_US && e.created_at_us > DEFAULT_END_US - 31 * 86_400_000_000);
+            assert!(
+                e.created_at_us <= DEFAULT_END_US
+                    && e.created_at_us > DEFAULT_END_US - 31 * 86_400_000_000
+            );
             hours[((e.created_at_us / 3_600_000_000) % 24) as usize] += 1;
         }
         let share = |k: usize| types[k] as f64 / n as f64;

@@ -52,7 +52,10 @@ impl Params {
                 continue;
             }
             if pairs.len() == MAX_QUERY_PARAMS {
-                return Err(Error::TooLarge { what: "number of query parameters", limit: MAX_QUERY_PARAMS });
+                return Err(Error::TooLarge {
+                    what: "number of query parameters",
+                    limit: MAX_QUERY_PARAMS,
+                });
             }
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(Error::bad_param(&k, "is given more than once"));
@@ -68,7 +71,11 @@ impl Params {
 
     /// The raw value, if present and non-empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 
     /// A string parameter of at most `max_len` characters.
@@ -90,7 +97,10 @@ impl Params {
             None => default.ok_or_else(|| Error::bad_param(name, "is required")),
             Some(raw) => {
                 let v: T = raw.trim().parse().map_err(|_| {
-                    Error::bad_param(name, format!("must be a number between {} and {}", range.start(), range.end()))
+                    Error::bad_param(
+                        name,
+                        format!("must be a number between {} and {}", range.start(), range.end()),
+                    )
                 })?;
                 if !range.contains(&v) {
                     return Err(Error::bad_param(
@@ -118,25 +128,27 @@ impl Params {
     pub fn choice<'a>(&self, name: &str, allowed: &[&'a str], default: &'a str) -> Result<&'a str> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => allowed
-                .iter()
-                .find(|a| **a == v)
-                .copied()
-                .ok_or_else(|| Error::bad_param(name, format!("must be one of {}", allowed.join(", ")))),
+            Some(v) => allowed.iter().find(|a| **a == v).copied().ok_or_else(|| {
+                Error::bad_param(name, format!("must be one of {}", allowed.join(", ")))
+            }),
         }
     }
 }
 
 /// Reads a whole body, refusing anything larger than `limit` with a 413 that states the limit.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > limit {
             return Err(Error::TooLarge { what: "request body", limit });
         }
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge { what: "request body", limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Error::TooLarge { what: "request body", limit })
+        }
         Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"), vec![])),
     }
 }
@@ -144,9 +156,14 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 /// Parses a JSON body; the error says where it broke (serde_json also caps nesting at 128).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::invalid("the request body is empty; a JSON document was expected", vec![]));
+        return Err(Error::invalid(
+            "the request body is empty; a JSON document was expected",
+            vec![],
+        ));
     }
-    serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("the body is not valid JSON for this route: {e}"), vec![]))
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::invalid(format!("the body is not valid JSON for this route: {e}"), vec![])
+    })
 }
 
 /// A JSON response with a known content type.
@@ -154,7 +171,8 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut res = (status, body).into_response();
-            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             res
         }
         Err(e) => Error::Internal(format!("serializing a response: {e}")).into_response(),
@@ -226,7 +244,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub fn zstd_compress(data: &[u8]) -> Vec<u8> {
     ZSTD_C.with(|c| {
         let mut c = c.borrow_mut();
-        let c = c.get_or_insert_with(|| zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd context"));
+        let c =
+            c.get_or_insert_with(|| zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd context"));
         c.compress(data).expect("zstd compression into a growable buffer cannot fail")
     })
 }
@@ -254,7 +273,10 @@ pub fn compress(enc: Encoding, data: &[u8]) -> Vec<u8> {
             out
         }
         Encoding::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+            let mut w = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 4),
+                flate2::Compression::fast(),
+            );
             w.write_all(data).expect("writing to a Vec");
             w.finish().expect("writing to a Vec")
         }
@@ -299,7 +321,10 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn new_request_id() -> String {
     let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let mut seed = [0u8; 28];
     seed[..16].copy_from_slice(&nanos.to_le_bytes());
     seed[16..24].copy_from_slice(&seq.to_le_bytes());
@@ -309,7 +334,9 @@ fn new_request_id() -> String {
 
 fn valid_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
 /// Wraps a function's routes: problem+json for unknown routes and methods, then the finishing
@@ -330,23 +357,29 @@ pub async fn finish(req: Request, next: Next) -> Response {
         Some(v) if valid_request_id(v) => v.clone(),
         _ => HeaderValue::from_str(&new_request_id()).expect("hex is a valid header"),
     };
-    let accept = negotiate(req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept =
+        negotiate(req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
+    let if_none_match =
+        req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string);
 
     let res = next.run(req).await;
     let (mut parts, body) = res.into_parts();
     let mut bytes = match body.collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) => return Error::Internal(format!("reading the response body: {e}")).into_response(),
+        Err(e) => {
+            return Error::Internal(format!("reading the response body: {e}")).into_response()
+        }
     };
 
-    let cacheable = parts.status == StatusCode::OK && (method == Method::GET || method == Method::HEAD);
+    let cacheable =
+        parts.status == StatusCode::OK && (method == Method::GET || method == Method::HEAD);
     if cacheable {
         let already_encoded = parts.headers.contains_key(header::CONTENT_ENCODING);
         if !parts.headers.contains_key(header::ETAG) && !already_encoded {
             parts.headers.insert(header::ETAG, etag_for(&bytes));
         }
-        let etag = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let etag =
+            parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
         if let (Some(inm), Some(etag)) = (&if_none_match, &etag) {
             if etag_matches(inm, etag) {
                 parts.status = StatusCode::NOT_MODIFIED;
@@ -398,10 +431,16 @@ mod tests {
         assert_eq!(p.get("x"), None);
         let e = p.number::<u32>("limit", None, 1..=10).unwrap_err();
         assert!(e.to_string().contains("limit") && e.to_string().contains("between 1 and 10"));
-        let e = Params::parse(Some("limit=abc")).unwrap().number::<u32>("limit", None, 1..=10).unwrap_err();
+        let e = Params::parse(Some("limit=abc"))
+            .unwrap()
+            .number::<u32>("limit", None, 1..=10)
+            .unwrap_err();
         assert_eq!(e.status(), 400);
         assert_eq!(Params::parse(Some("a=1&a=2")).unwrap_err().status(), 400);
-        assert_eq!(Params::parse(Some(&"a".repeat(MAX_QUERY_BYTES + 1))).unwrap_err().status(), 413);
+        assert_eq!(
+            Params::parse(Some(&"a".repeat(MAX_QUERY_BYTES + 1))).unwrap_err().status(),
+            413
+        );
         let many: Vec<String> = (0..40).map(|i| format!("p{i}=1")).collect();
         assert_eq!(Params::parse(Some(&many.join("&"))).unwrap_err().status(), 413);
     }
@@ -432,10 +471,14 @@ mod tests {
         let data = serde_json::to_vec(&vec!["quiver"; 1000]).unwrap();
         assert_eq!(zstd_decompress(&compress(Encoding::Zstd, &data), 1 << 20).unwrap(), data);
         let mut out = Vec::new();
-        brotli::Decompressor::new(&compress(Encoding::Br, &data)[..], 4096).read_to_end(&mut out).unwrap();
+        brotli::Decompressor::new(&compress(Encoding::Br, &data)[..], 4096)
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, data);
         out.clear();
-        flate2::read::GzDecoder::new(&compress(Encoding::Gzip, &data)[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&compress(Encoding::Gzip, &data)[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, data);
     }
 
@@ -457,7 +500,9 @@ mod tests {
     async fn middleware_sets_etag_304_compression_timing_and_request_id() {
         use tower::ServiceExt;
         let big = "x".repeat(5000);
-        let app = app(Router::new().route("/big", axum::routing::get(move || async move { big.clone() })));
+        let app = app(
+            Router::new().route("/big", axum::routing::get(move || async move { big.clone() }))
+        );
         let res = app
             .clone()
             .oneshot(
@@ -479,17 +524,27 @@ mod tests {
 
         let res = app
             .clone()
-            .oneshot(http::Request::get("/big").header(header::IF_NONE_MATCH, etag).body(Body::empty()).unwrap())
+            .oneshot(
+                http::Request::get("/big")
+                    .header(header::IF_NONE_MATCH, etag)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), 304);
         assert!(res.headers().get(X_REQUEST_ID).unwrap().len() == 32);
         assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
 
-        let res = app.clone().oneshot(http::Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+        let res = app
+            .clone()
+            .oneshot(http::Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), 404);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
-        let res = app.oneshot(http::Request::post("/big").body(Body::empty()).unwrap()).await.unwrap();
+        let res =
+            app.oneshot(http::Request::post("/big").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(res.status(), 405);
     }
 

@@ -64,7 +64,10 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
             let row = pg
                 .timed(
                     "read idempotency key",
-                    tx.query_one("SELECT body_hash, response FROM idempotency_keys WHERE key = $1", &[&key]),
+                    tx.query_one(
+                        "SELECT body_hash, response FROM idempotency_keys WHERE key = $1",
+                        &[&key],
+                    ),
                 )
                 .await?;
             let stored_hash: String = row.get(0);
@@ -74,10 +77,17 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
                 )));
             }
             let response: Option<Value> = row.get(1);
-            return response.map(Outcome::Replayed).ok_or_else(|| Error::Conflict(format!("a request with Idempotency-Key {key:?} is still in progress")));
+            return response.map(Outcome::Replayed).ok_or_else(|| {
+                Error::Conflict(format!(
+                    "a request with Idempotency-Key {key:?} is still in progress"
+                ))
+            });
         }
     }
-    let first_id: i64 = pg.timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&n])).await?.get(0);
+    let first_id: i64 = pg
+        .timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&n]))
+        .await?
+        .get(0);
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
     events::copy_header(&mut buf);
     let sink = pg.timed("copy", tx.copy_in(events::COPY_IN)).await?;
@@ -91,14 +101,18 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
     events::copy_trailer(&mut buf);
     pg.timed("copy", sink.send(buf.split().freeze())).await?;
     let written = pg.timed("copy", sink.as_mut().finish()).await?;
-    let inserted = Inserted { inserted: written, first_id, last_id: first_id + n - 1, took_ms: 0.0 };
+    let inserted =
+        Inserted { inserted: written, first_id, last_id: first_id + n - 1, took_ms: 0.0 };
     if let Some((key, _)) = key {
         let mut stored = inserted.clone();
         stored.took_ms = ms(started.elapsed());
         let v = serde_json::to_value(&stored).expect("a plain struct serializes");
         pg.timed(
             "store idempotent response",
-            tx.execute("UPDATE idempotency_keys SET status = 201, response = $2 WHERE key = $1", &[&key, &v]),
+            tx.execute(
+                "UPDATE idempotency_keys SET status = 201, response = $2 WHERE key = $1",
+                &[&key, &v],
+            ),
         )
         .await?;
     }
@@ -108,7 +122,13 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
 
 /// Generates `count` events from `gen` (items `start..start+count`) and writes them in one
 /// transaction through COPY BINARY. `progress` is called with the rows sent so far.
-pub async fn bulk(pg: &Pg, gen: &Generator, start: u64, count: u64, progress: &(dyn Fn(u64) + Sync)) -> Result<Inserted> {
+pub async fn bulk(
+    pg: &Pg,
+    gen: &Generator,
+    start: u64,
+    count: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Inserted> {
     let started = Instant::now();
     let mut c = pg.client().await?;
     // A million rows take seconds, not the per-statement default; give the load room, bounded.
@@ -116,10 +136,18 @@ pub async fn bulk(pg: &Pg, gen: &Generator, start: u64, count: u64, progress: &(
     let bounded = Pg::bounded(limit);
     let tx = bounded.timed("begin", c.transaction()).await?;
     bounded
-        .timed("set timeout", tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", limit.as_millis())))
+        .timed(
+            "set timeout",
+            tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", limit.as_millis())),
+        )
         .await?;
-    let first_id: i64 =
-        bounded.timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&(count as i64)])).await?.get(0);
+    let first_id: i64 = bounded
+        .timed(
+            "reserve ids",
+            tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&(count as i64)]),
+        )
+        .await?
+        .get(0);
     let sink = bounded.timed("copy", tx.copy_in(events::COPY_IN)).await?;
     futures::pin_mut!(sink);
     const ROWS_PER_CHUNK: u64 = 5_000;
@@ -142,16 +170,28 @@ pub async fn bulk(pg: &Pg, gen: &Generator, start: u64, count: u64, progress: &(
     }
     let written = bounded.timed("copy", sink.as_mut().finish()).await?;
     bounded.timed("commit", tx.commit()).await?;
-    Ok(Inserted { inserted: written, first_id, last_id: first_id + count as i64 - 1, took_ms: ms(started.elapsed()) })
+    Ok(Inserted {
+        inserted: written,
+        first_id,
+        last_id: first_id + count as i64 - 1,
+        took_ms: ms(started.elapsed()),
+    })
 }
 
 /// One page of a user's events, newest first, and the cursor of the next page.
-pub async fn list(pg: &Pg, user_id: i32, limit: i64, cursor: Option<events::Cursor>) -> Result<(Vec<events::Event>, Option<events::Cursor>)> {
+pub async fn list(
+    pg: &Pg,
+    user_id: i32,
+    limit: i64,
+    cursor: Option<events::Cursor>,
+) -> Result<(Vec<events::Event>, Option<events::Cursor>)> {
     let c = pg.client().await?;
-    const COLS: &str = "SELECT id, user_id, event_type, page_url, metadata, created_at FROM user_events";
+    const COLS: &str =
+        "SELECT id, user_id, event_type, page_url, metadata, created_at FROM user_events";
     let rows = match cursor {
         None => {
-            let sql = format!("{COLS} WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+            let sql =
+                format!("{COLS} WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2");
             pg.timed("list events", c.query(&sql, &[&user_id, &(limit + 1)])).await?
         }
         Some(cur) => {
@@ -169,14 +209,16 @@ pub async fn list(pg: &Pg, user_id: i32, limit: i64, cursor: Option<events::Curs
         out.push(events::Event {
             id: r.get(0),
             user_id: r.get(1),
-            event_type: events::EventType::parse(&t).ok_or_else(|| Error::Internal(format!("unknown event_type {t:?} in the table")))?,
+            event_type: events::EventType::parse(&t)
+                .ok_or_else(|| Error::Internal(format!("unknown event_type {t:?} in the table")))?,
             page_url: r.get(3),
             metadata: r.get(4),
             created_at: r.get(5),
         });
     }
     let next = if rows.len() as i64 > limit {
-        out.last().map(|e| events::Cursor { created_at_us: e.created_at.timestamp_micros(), id: e.id })
+        out.last()
+            .map(|e| events::Cursor { created_at_us: e.created_at.timestamp_micros(), id: e.id })
     } else {
         None
     };

@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Router;
-
 /// What `main` returns: any error at init fails the cold start with its message.
 pub use lambda_http::Error;
 
@@ -37,8 +36,12 @@ pub async fn config() -> Result<crate::Config, crate::config::ConfigError> {
 pub async fn warm<T>(what: &str, load: impl std::future::Future<Output = crate::Result<T>>) {
     let started = Instant::now();
     match load.await {
-        Ok(_) => tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "{what} loaded at init"),
-        Err(e) => tracing::warn!(error = %e, "no {what} loaded at init; the first request tries again"),
+        Ok(_) => {
+            tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "{what} loaded at init")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no {what} loaded at init; the first request tries again")
+        }
     }
 }
 
@@ -57,11 +60,14 @@ fn log_cold_start() {
 
 /// The shared HTTP middleware plus the cold-start line.
 fn wrap(routes: Router) -> Router {
-    INIT_MS.get_or_init(|| INIT_STARTED.get().map(|t| t.elapsed().as_secs_f64() * 1e3).unwrap_or(0.0));
-    crate::http::app(routes).layer(axum::middleware::from_fn(|req, next: axum::middleware::Next| async move {
-        log_cold_start();
-        next.run(req).await
-    }))
+    INIT_MS
+        .get_or_init(|| INIT_STARTED.get().map(|t| t.elapsed().as_secs_f64() * 1e3).unwrap_or(0.0));
+    crate::http::app(routes).layer(axum::middleware::from_fn(
+        |req, next: axum::middleware::Next| async move {
+            log_cold_start();
+            next.run(req).await
+        },
+    ))
 }
 
 /// One invocation of a function that is both scheduled and reachable over HTTP: a Function URL /
@@ -85,9 +91,13 @@ impl<'de> serde::Deserialize<'de> for Invocation {
         }
         let probe: Probe = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
         if probe.detail_type.is_some() {
-            return serde_json::from_str(raw.get()).map(Invocation::Schedule).map_err(serde::de::Error::custom);
+            return serde_json::from_str(raw.get())
+                .map(Invocation::Schedule)
+                .map_err(serde::de::Error::custom);
         }
-        serde_json::from_str(raw.get()).map(|r| Invocation::Http(Box::new(r))).map_err(serde::de::Error::custom)
+        serde_json::from_str(raw.get())
+            .map(|r| Invocation::Http(Box::new(r)))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -101,7 +111,10 @@ enum Reply<H> {
 /// Like [`run`], for a function that is also scheduled: HTTP requests go to `routes`, EventBridge
 /// events to `on_schedule`, whose JSON answer is the invocation's result. An `Err` from it fails
 /// the invocation (so EventBridge's retry policy applies) with the error's message.
-pub async fn run_http_or_schedule<F, Fut>(routes: Router, on_schedule: F) -> Result<(), lambda_http::Error>
+pub async fn run_http_or_schedule<F, Fut>(
+    routes: Router,
+    on_schedule: F,
+) -> Result<(), lambda_http::Error>
 where
     F: Fn(serde_json::Value) -> Fut,
     Fut: std::future::Future<Output = crate::Result<serde_json::Value>>,

@@ -11,16 +11,16 @@ pub mod events;
 pub mod generate;
 pub mod http;
 
-#[cfg(feature = "lambda")]
-pub mod lambda;
+pub mod analytics;
 #[cfg(feature = "pg")]
 pub mod ingest;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(feature = "pg")]
 pub mod migrate;
 pub mod openapi;
 #[cfg(feature = "pg")]
 pub mod pg;
-pub mod analytics;
 #[cfg(feature = "polars")]
 pub mod process;
 #[cfg(all(feature = "pg", feature = "polars"))]

@@ -35,7 +35,11 @@ pub(crate) async fn apply(pg: &Pg, c: &mut crate::pg::Client) -> Result<()> {
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !done.contains(v)) {
             let tx = pg.timed("migrate", c.transaction()).await?;
             pg.timed("migrate", tx.batch_execute(sql)).await?;
-            pg.timed("migrate", tx.execute("INSERT INTO quiver_migrations (version) VALUES ($1)", &[version])).await?;
+            pg.timed(
+                "migrate",
+                tx.execute("INSERT INTO quiver_migrations (version) VALUES ($1)", &[version]),
+            )
+            .await?;
             pg.timed("migrate", tx.commit()).await?;
             tracing::info!(version, "applied migration");
         }

@@ -39,7 +39,10 @@ pub fn finish(parts: impl IntoIterator<Item = OpenApi>) -> OpenApi {
     for item in doc.paths.paths.values_mut() {
         for op in operations(item) {
             for (status, description) in SHARED_ERRORS {
-                op.responses.responses.entry(status.to_string()).or_insert_with(|| problem_response(description));
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem_response(description));
             }
         }
     }
@@ -53,9 +56,18 @@ pub fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
-    [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.options, &mut item.head, &mut item.patch, &mut item.trace]
-        .into_iter()
-        .filter_map(|op| op.as_mut())
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(|op| op.as_mut())
 }
 
 #[cfg(test)]
@@ -66,7 +78,10 @@ mod tests {
     fn every_operation_gets_the_shared_errors() {
         let mut part = OpenApi::default();
         let op = utoipa::openapi::path::OperationBuilder::new().build();
-        part.paths.paths.insert("/x".into(), utoipa::openapi::PathItem::new(utoipa::openapi::HttpMethod::Get, op));
+        part.paths.paths.insert(
+            "/x".into(),
+            utoipa::openapi::PathItem::new(utoipa::openapi::HttpMethod::Get, op),
+        );
         let doc = finish([part]);
         let responses = &doc.paths.paths["/x"].get.as_ref().unwrap().responses.responses;
         assert!(SHARED_ERRORS.iter().all(|(s, _)| responses.contains_key(*s)));

@@ -10,14 +10,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use deadpool_postgres::Object as Client;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::config::SslMode;
 
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::tls::{MakeTls, Verify};
-
-pub use deadpool_postgres::Object as Client;
 
 /// The dependency name used in 503s and `/health`.
 pub const NAME: &str = "postgres";
@@ -42,19 +41,32 @@ impl Pg {
 
     /// A pool for `url` with `size` connections and `timeout` on connect, wait and every statement;
     /// TLS as the URL's `sslmode` says, against the Mozilla roots.
-    pub fn connect_lazy(url: &str, size: usize, timeout: Duration) -> std::result::Result<Self, ConfigError> {
+    pub fn connect_lazy(
+        url: &str,
+        size: usize,
+        timeout: Duration,
+    ) -> std::result::Result<Self, ConfigError> {
         Self::build(url, None, size, timeout)
     }
 
-    fn build(url: &str, ca_file: Option<&str>, size: usize, timeout: Duration) -> std::result::Result<Self, ConfigError> {
+    fn build(
+        url: &str,
+        ca_file: Option<&str>,
+        size: usize,
+        timeout: Duration,
+    ) -> std::result::Result<Self, ConfigError> {
         let (url, mode) = take_sslmode(url)?;
-        let mut pg = tokio_postgres::Config::from_str(&url)
-            .map_err(|_| ConfigError { var: "QUIVER_DATABASE_URL", problem: "is not a valid PostgreSQL URL".into() })?;
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(|_| ConfigError {
+            var: "QUIVER_DATABASE_URL",
+            problem: "is not a valid PostgreSQL URL".into(),
+        })?;
         pg.connect_timeout(timeout);
         pg.application_name("quiver");
         // The server enforces the same limit, so a runaway statement is cancelled there too.
         pg.options(format!("-c statement_timeout={}", timeout.as_millis()));
-        let roots = ca_file.map(|path| crate::tls::ca_file("QUIVER_PG_CA_FILE", path).map(|(_, roots)| roots)).transpose()?;
+        let roots = ca_file
+            .map(|path| crate::tls::ca_file("QUIVER_PG_CA_FILE", path).map(|(_, roots)| roots))
+            .transpose()?;
         let verify = match mode {
             Mode::VerifyFull => Verify::Full,
             Mode::VerifyCa => Verify::Chain,
@@ -67,8 +79,13 @@ impl Pg {
             Mode::Prefer => SslMode::Prefer,
             Mode::Require | Mode::VerifyCa | Mode::VerifyFull => SslMode::Require,
         });
-        let tls = MakeTls::new(verify, roots).map_err(|e| ConfigError { var: "QUIVER_PG_CA_FILE", problem: e.to_string() })?;
-        let mgr = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let tls = MakeTls::new(verify, roots)
+            .map_err(|e| ConfigError { var: "QUIVER_PG_CA_FILE", problem: e.to_string() })?;
+        let mgr = Manager::from_config(
+            pg,
+            tls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(mgr)
             .max_size(size)
             .runtime(Runtime::Tokio1)
@@ -134,7 +151,9 @@ enum Mode {
 
 /// `url` without its `sslmode` parameter (the other parameters kept byte for byte), and the mode.
 fn take_sslmode(url: &str) -> std::result::Result<(String, Mode), ConfigError> {
-    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), Mode::Prefer)) };
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), Mode::Prefer));
+    };
     let mut mode = Mode::Prefer;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -174,7 +193,10 @@ impl Timer {
     {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| db_error(what, e)),
-            Err(_) => Err(Error::unavailable(NAME, format!("{what} timed out after {} ms", self.timeout.as_millis()))),
+            Err(_) => Err(Error::unavailable(
+                NAME,
+                format!("{what} timed out after {} ms", self.timeout.as_millis()),
+            )),
         }
     }
 }
@@ -193,13 +215,19 @@ pub fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
         let code = db.code().code();
         // 57014 query_canceled (statement_timeout), 57P0x shutdown/cannot connect now, 53xxx resources, 08xxx connection,
         // 28xxx the server refuses us (pg_hba.conf, e.g. a plain connection to a TLS-only server; password).
-        if code == "57014" || code.starts_with("57P") || code.starts_with("53") || code.starts_with("08") || code.starts_with("28") {
+        if code == "57014"
+            || code.starts_with("57P")
+            || code.starts_with("53")
+            || code.starts_with("08")
+            || code.starts_with("28")
+        {
             return Error::unavailable(NAME, format!("{what}: {}", db.message()));
         }
         return Error::Internal(format!("{what}: {} ({code})", db.message()));
     }
     // No server error: the connection is closed, refused or broken. The message holds no secrets.
-    let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    let reason =
+        std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
     Error::unavailable(NAME, format!("{what}: {reason}"))
 }
 
@@ -209,10 +237,21 @@ mod tests {
 
     #[test]
     fn sslmode_is_taken_out_and_the_rest_kept_as_written() {
-        let (url, mode) = take_sslmode("postgres://u:p%40ss@db:5432/q?sslmode=verify-full&options=-c%20x%3D1").unwrap();
-        assert_eq!((url.as_str(), mode), ("postgres://u:p%40ss@db:5432/q?options=-c%20x%3D1", Mode::VerifyFull));
-        assert_eq!(take_sslmode("postgres://db/q").unwrap(), ("postgres://db/q".to_string(), Mode::Prefer));
-        assert_eq!(take_sslmode("postgres://db/q?sslmode=require").unwrap(), ("postgres://db/q".to_string(), Mode::Require));
+        let (url, mode) =
+            take_sslmode("postgres://u:p%40ss@db:5432/q?sslmode=verify-full&options=-c%20x%3D1")
+                .unwrap();
+        assert_eq!(
+            (url.as_str(), mode),
+            ("postgres://u:p%40ss@db:5432/q?options=-c%20x%3D1", Mode::VerifyFull)
+        );
+        assert_eq!(
+            take_sslmode("postgres://db/q").unwrap(),
+            ("postgres://db/q".to_string(), Mode::Prefer)
+        );
+        assert_eq!(
+            take_sslmode("postgres://db/q?sslmode=require").unwrap(),
+            ("postgres://db/q".to_string(), Mode::Require)
+        );
         assert_eq!(take_sslmode("postgres://db/q?sslmode=disable&").unwrap().1, Mode::Disable);
         assert_eq!(take_sslmode("postgres://db/q?sslmode=verify-ca").unwrap().1, Mode::VerifyCa);
     }
@@ -229,12 +268,21 @@ mod tests {
     fn without_a_url_or_a_secret_the_error_names_both_variables() {
         let e = Pg::new(&Config::from_vars(&Default::default()).unwrap()).err().unwrap();
         let shown = e.to_string();
-        assert!(shown.contains("QUIVER_DATABASE_URL") && shown.contains("QUIVER_DATABASE_SECRET_ARN"), "{shown}");
+        assert!(
+            shown.contains("QUIVER_DATABASE_URL") && shown.contains("QUIVER_DATABASE_SECRET_ARN"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn an_unknown_sslmode_names_the_variable_not_the_password() {
-        let e = Pg::connect_lazy("postgres://u:hunter2@db/q?sslmode=verify_full", 1, Duration::from_secs(1)).err().unwrap();
+        let e = Pg::connect_lazy(
+            "postgres://u:hunter2@db/q?sslmode=verify_full",
+            1,
+            Duration::from_secs(1),
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.var, "QUIVER_DATABASE_URL");
         assert!(e.problem.contains("verify_full") && !e.to_string().contains("hunter2"), "{e}");
     }
@@ -242,13 +290,18 @@ mod tests {
     #[test]
     fn a_bad_ca_file_names_its_variable() {
         let cfg = |ca: &str| {
-            let vars = [("QUIVER_DATABASE_URL", "postgres://u:p@db/q?sslmode=verify-full"), ("QUIVER_PG_CA_FILE", ca)];
-            Config::from_vars(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+            let vars = [
+                ("QUIVER_DATABASE_URL", "postgres://u:p@db/q?sslmode=verify-full"),
+                ("QUIVER_PG_CA_FILE", ca),
+            ];
+            Config::from_vars(&vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+                .unwrap()
         };
         let e = Pg::new(&cfg("/nonexistent/rds-bundle.pem")).err().unwrap();
         assert_eq!(e.var, "QUIVER_PG_CA_FILE");
         assert!(e.problem.contains("/nonexistent/rds-bundle.pem"), "{e}");
-        let not_pem = std::env::temp_dir().join(format!("quiver-not-pem-{}.txt", std::process::id()));
+        let not_pem =
+            std::env::temp_dir().join(format!("quiver-not-pem-{}.txt", std::process::id()));
         std::fs::write(&not_pem, "not a certificate").unwrap();
         let e = Pg::new(&cfg(&not_pem.to_string_lossy())).err().unwrap();
         let _ = std::fs::remove_file(&not_pem);

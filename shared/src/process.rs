@@ -151,9 +151,13 @@ fn keep_freed_memory() {
     // Blocks up to 32 MB (glibc's maximum) come from the heap rather than from their own mmap,
     // and the heap is trimmed only when 256 MB lie free at its top.
     // SAFETY: mallopt only changes allocator parameters; it takes the allocator's own lock.
-    let ok = unsafe { mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1 };
+    let ok = unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1
+    };
     if !ok {
-        tracing::warn!("mallopt refused the batch memory settings; large batches will page-fault more");
+        tracing::warn!(
+            "mallopt refused the batch memory settings; large batches will page-fault more"
+        );
     }
 }
 
@@ -184,7 +188,8 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
         ],
     )
     .map_err(polars_err)?;
-    let tags = DataFrame::new(tags.len(), vec![Column::new("tag".into(), tags)]).map_err(polars_err)?;
+    let tags =
+        DataFrame::new(tags.len(), vec![Column::new("tag".into(), tags)]).map_err(polars_err)?;
 
     let value = || col("value");
     let summary = points.clone().lazy().select([
@@ -213,7 +218,10 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
         .lazy()
         .group_by([col("tag")])
         .agg([len().alias("count")])
-        .sort_by_exprs([col("count"), col("tag")], SortMultipleOptions::default().with_order_descending_multi([true, false]))
+        .sort_by_exprs(
+            [col("count"), col("tag")],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
         .limit(TOP_TAGS as IdxSize);
     let frames = LazyFrame::collect_all_with_engine(
         vec![summary.logical_plan, by_category.logical_plan, by_tag.logical_plan],
@@ -221,21 +229,29 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
         OptFlags::default(),
     )
     .map_err(polars_err)?;
-    let [summary, by_category, by_tag]: [DataFrame; 3] =
-        frames.try_into().map_err(|_| Error::Internal("polars: expected three result frames".into()))?;
+    let [summary, by_category, by_tag]: [DataFrame; 3] = frames
+        .try_into()
+        .map_err(|_| Error::Internal("polars: expected three result frames".into()))?;
 
     let f64_at = |df: &DataFrame, name: &str, i: usize| -> Result<f64> {
-        df.column(name).and_then(|c| c.get(i)).map_err(polars_err)?.extract::<f64>().ok_or_else(|| {
-            Error::Internal(format!("polars: {name}[{i}] is null"))
-        })
+        df.column(name)
+            .and_then(|c| c.get(i))
+            .map_err(polars_err)?
+            .extract::<f64>()
+            .ok_or_else(|| Error::Internal(format!("polars: {name}[{i}] is null")))
     };
     let u64_at = |df: &DataFrame, name: &str, i: usize| -> Result<u64> {
-        df.column(name).and_then(|c| c.get(i)).map_err(polars_err)?.extract::<u64>().ok_or_else(|| {
-            Error::Internal(format!("polars: {name}[{i}] is null"))
-        })
+        df.column(name)
+            .and_then(|c| c.get(i))
+            .map_err(polars_err)?
+            .extract::<u64>()
+            .ok_or_else(|| Error::Internal(format!("polars: {name}[{i}] is null")))
     };
     let name_of = |names: &[String], code: u64| -> Result<String> {
-        names.get(code as usize).cloned().ok_or_else(|| Error::Internal(format!("code {code} has no name")))
+        names
+            .get(code as usize)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("code {code} has no name")))
     };
     let by_category = (0..by_category.height())
         .map(|i| {
@@ -249,7 +265,12 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
         })
         .collect::<Result<Vec<_>>>()?;
     let by_tag = (0..by_tag.height())
-        .map(|i| Ok(TagCount { tag: name_of(&tag_names, u64_at(&by_tag, "tag", i)?)?, count: u64_at(&by_tag, "count", i)? }))
+        .map(|i| {
+            Ok(TagCount {
+                tag: name_of(&tag_names, u64_at(&by_tag, "tag", i)?)?,
+                count: u64_at(&by_tag, "count", i)?,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Stats {
         total_records: u64_at(&summary, "n", 0)?,
@@ -268,15 +289,18 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
 // ---------------------------------------------------------------------------------------------
 
 /// The generated categories, sorted by name, and how often each occurs.
-pub const GEN_CATEGORIES: [&str; 8] = ["ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL"];
+pub const GEN_CATEGORIES: [&str; 8] =
+    ["ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO", "FOXTROT", "GOLF", "HOTEL"];
 const GEN_CATEGORY_WEIGHTS: [f64; 8] = [30.0, 20.0, 15.0, 10.0, 10.0, 7.0, 5.0, 3.0];
 /// Each category's values spread over `0..max` (in cents), so the per-category statistics differ.
-const GEN_CATEGORY_MAX_CENTS: [u64; 8] = [100_000, 80_000, 60_000, 90_000, 50_000, 70_000, 100_000, 40_000];
+const GEN_CATEGORY_MAX_CENTS: [u64; 8] =
+    [100_000, 80_000, 60_000, 90_000, 50_000, 70_000, 100_000, 40_000];
 /// The generated tags, sorted by name. Their popularity follows a Zipf law over a fixed shuffle,
 /// so the most frequent tags are not simply the first names.
 pub const GEN_TAGS: [&str; 24] = [
-    "api", "batch", "beta", "billing", "cache", "cli", "critical", "debug", "docs", "edge", "etl", "export", "infra",
-    "mobile", "ops", "prod", "queue", "search", "security", "staging", "stream", "test", "ui", "web",
+    "api", "batch", "beta", "billing", "cache", "cli", "critical", "debug", "docs", "edge", "etl",
+    "export", "infra", "mobile", "ops", "prod", "queue", "search", "security", "staging", "stream",
+    "test", "ui", "web",
 ];
 /// 30 days, the window generated timestamps fall in, ending at `generate::DEFAULT_END_US`.
 const GEN_WINDOW_MS: u64 = 30 * 86_400_000;
@@ -305,7 +329,10 @@ fn gen_tables() -> &'static ([u8; 1024], [u8; 1024]) {
         };
         let zipf: Vec<f64> = (1..=GEN_TAGS.len()).map(|r| 1.0 / (r as f64).powf(1.1)).collect();
         // Rank r is tag (7r + 15) mod 24: 7 is coprime with 24, so every tag gets one rank.
-        (fill(&GEN_CATEGORY_WEIGHTS, &|k| k as u8), fill(&zipf, &|k| ((7 * k + 15) % GEN_TAGS.len()) as u8))
+        (
+            fill(&GEN_CATEGORY_WEIGHTS, &|k| k as u8),
+            fill(&zipf, &|k| ((7 * k + 15) % GEN_TAGS.len()) as u8),
+        )
     })
 }
 
@@ -333,14 +360,19 @@ fn gen_row(rng: &mut Rng, cat_t: &[u8; 1024], tag_t: &[u8; 1024]) -> GenRow {
         category,
         value: ((tri * GEN_CATEGORY_MAX_CENTS[category as usize]) >> 22) as f64 / 100.0,
         n_tags: ((a >> 20) & 3) as usize,
-        tags: [tag_t[(a & 1023) as usize], tag_t[(b & 1023) as usize], tag_t[((b >> 10) & 1023) as usize]],
+        tags: [
+            tag_t[(a & 1023) as usize],
+            tag_t[(b & 1023) as usize],
+            tag_t[((b >> 10) & 1023) as usize],
+        ],
     }
 }
 
 /// Fills one chunk of the columns.
-fn gen_chunk(seed: u64, chunk: usize, first_id: i64, ids: &mut [i64], ts: &mut [i64], cats: &mut [u32], vals: &mut [f64], tags: &mut Vec<u32>) {
+fn gen_chunk(seed: u64, (chunk, ids, ts, cats, vals, tags): &mut ChunkOut<'_>) {
+    let first_id = (*chunk * GEN_CHUNK) as i64 + 1;
     let (cat_t, tag_t) = gen_tables();
-    let mut rng = Rng::for_item(seed, chunk as u64);
+    let mut rng = Rng::for_item(seed, *chunk as u64);
     tags.reserve(ids.len() * 3);
     let rows = ids.iter_mut().zip(ts.iter_mut()).zip(cats.iter_mut()).zip(vals.iter_mut());
     for (i, (((id, t), c), v)) in rows.enumerate() {
@@ -379,7 +411,8 @@ pub fn batch_json(size: usize, seed: u64) -> Vec<u8> {
                 row.value
             );
             for (j, t) in row.tags[..row.n_tags].iter().enumerate() {
-                let _ = write!(out, r#"{}"{}""#, if j == 0 { "" } else { "," }, GEN_TAGS[*t as usize]);
+                let _ =
+                    write!(out, r#"{}"{}""#, if j == 0 { "" } else { "," }, GEN_TAGS[*t as usize]);
             }
             out.extend_from_slice(b"]}");
         }
@@ -389,11 +422,12 @@ pub fn batch_json(size: usize, seed: u64) -> Vec<u8> {
 }
 
 /// One chunk's share of the output columns, and its tag list.
-type ChunkOut<'a> = (usize, &'a mut [i64], &'a mut [i64], &'a mut [u32], &'a mut [f64], &'a mut Vec<u32>);
+type ChunkOut<'a> =
+    (usize, &'a mut [i64], &'a mut [i64], &'a mut [u32], &'a mut [f64], &'a mut Vec<u32>);
 
 fn gen_chunks(seed: u64, part: &mut [ChunkOut<'_>]) {
-    for (k, ids, ts, cats, vals, tags) in part.iter_mut() {
-        gen_chunk(seed, *k, (*k * GEN_CHUNK) as i64 + 1, ids, ts, cats, vals, tags);
+    for chunk in part.iter_mut() {
+        gen_chunk(seed, chunk);
     }
 }
 
@@ -419,7 +453,11 @@ pub fn generate(size: usize, seed: u64) -> Columns {
         let threads = if size < GEN_PARALLEL_MIN {
             1
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8).min(chunks)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 8)
+                .min(chunks)
         };
         if threads == 1 {
             gen_chunks(seed, &mut work);
@@ -432,7 +470,8 @@ pub fn generate(size: usize, seed: u64) -> Columns {
             });
         }
     }
-    let tags = if tag_parts.len() == 1 { tag_parts.pop().unwrap_or_default() } else { tag_parts.concat() };
+    let tags =
+        if tag_parts.len() == 1 { tag_parts.pop().unwrap_or_default() } else { tag_parts.concat() };
     Columns {
         ids,
         timestamps_us: ts,
@@ -452,7 +491,10 @@ pub fn generate(size: usize, seed: u64) -> Columns {
 /// (`data[3].value`); more than `MAX_POINTS` points is a 413 naming the limit.
 pub fn parse(body: &[u8]) -> Result<Batch> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::invalid("the request body is empty; a BatchData object {batch_id, data: [...]} was expected", vec![]));
+        return Err(Error::invalid(
+            "the request body is empty; a BatchData object {batch_id, data: [...]} was expected",
+            vec![],
+        ));
     }
     let mut p = Parser::new(body.len());
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -461,7 +503,10 @@ pub fn parse(body: &[u8]) -> Result<Batch> {
         return Err(e);
     }
     if let Err(e) = res {
-        return Err(Error::invalid(format!("the body is not valid JSON for BatchData: {e}"), vec![]));
+        return Err(Error::invalid(
+            format!("the body is not valid JSON for BatchData: {e}"),
+            vec![],
+        ));
     }
     p.finish()
 }
@@ -493,7 +538,9 @@ impl Hasher for Xxh3Hasher {
 
 fn hash_seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();
-    *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0x5157_4956_4552u64))
+    *SEED.get_or_init(|| {
+        std::collections::hash_map::RandomState::new().hash_one(0x5157_4956_4552u64)
+    })
 }
 
 /// Strings to dense codes, borrowing from the body when JSON allows.
@@ -581,7 +628,10 @@ impl<'de> Parser<'de> {
             self.error(|| "batch_id".into(), || "is required".into());
         }
         if !self.seen_data {
-            self.error(|| "data".into(), || "is required: an array of points {id, timestamp, category, value, tags}".into());
+            self.error(
+                || "data".into(),
+                || "is required: an array of points {id, timestamp, category, value, tags}".into(),
+            );
         }
         if self.error_count > 0 {
             let first = &self.errors[0];
@@ -596,7 +646,11 @@ impl<'de> Parser<'de> {
                     first.problem
                 )
             };
-            return Err(Error::BadRequest { param: Some(first.at.clone()), detail, errors: self.errors });
+            return Err(Error::BadRequest {
+                param: Some(first.at.clone()),
+                detail,
+                errors: self.errors,
+            });
         }
         let (category_names, cat_map) = self.cat_dict.into_sorted();
         let (tag_names, tag_map) = self.tag_dict.into_sorted();
@@ -672,11 +726,17 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
             fn visit_str<E>(self, v: &str) -> std::result::Result<Scalar<'de>, E> {
                 Ok(Scalar::Str(Cow::Owned(v.to_string())))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Scalar<'de>, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Scalar<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Scalar::Array)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Scalar<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Scalar<'de>, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Scalar::Object)
             }
@@ -780,13 +840,19 @@ impl<'de> Visitor<'de> for TopSeed<'_, 'de> {
                         continue;
                     }
                     match v {
-                        Scalar::Str(s) if !s.is_empty() && s.chars().count() <= MAX_BATCH_ID_CHARS => {
+                        Scalar::Str(s)
+                            if !s.is_empty() && s.chars().count() <= MAX_BATCH_ID_CHARS =>
+                        {
                             p.batch_id = Some(s.into_owned())
                         }
-                        Scalar::Str(_) => {
-                            p.error(|| "batch_id".into(), || format!("must be 1 to {MAX_BATCH_ID_CHARS} characters"))
-                        }
-                        other => p.error(|| "batch_id".into(), || format!("must be a string, got {}", other.kind())),
+                        Scalar::Str(_) => p.error(
+                            || "batch_id".into(),
+                            || format!("must be 1 to {MAX_BATCH_ID_CHARS} characters"),
+                        ),
+                        other => p.error(
+                            || "batch_id".into(),
+                            || format!("must be a string, got {}", other.kind()),
+                        ),
                     }
                 }
                 Field::Data => {
@@ -857,7 +923,10 @@ struct PointSeed<'a, 'de> {
 impl PointSeed<'_, '_> {
     fn wrong(self, kind: &str) {
         let index = self.index;
-        self.p.error(|| format!("data[{index}]"), || format!("must be an object {{id, timestamp, category, value, tags}}, got {kind}"));
+        self.p.error(
+            || format!("data[{index}]"),
+            || format!("must be an object {{id, timestamp, category, value, tags}}, got {kind}"),
+        );
     }
 }
 
@@ -865,7 +934,8 @@ impl<'de> DeserializeSeed<'de> for PointSeed<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
         if self.index >= MAX_POINTS {
-            self.p.fatal = Some(Error::TooLarge { what: "number of points in data", limit: MAX_POINTS });
+            self.p.fatal =
+                Some(Error::TooLarge { what: "number of points in data", limit: MAX_POINTS });
             return Err(de::Error::custom("too many points"));
         }
         d.deserialize_any(self)
@@ -929,14 +999,26 @@ fn rfc3339_fast(s: &[u8]) -> Option<i64> {
     fn digits(b: &[u8]) -> Option<i64> {
         b.iter().try_fold(0i64, |v, c| c.is_ascii_digit().then(|| v * 10 + i64::from(c - b'0')))
     }
-    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't') || s[13] != b':' || s[16] != b':' {
+    if s.len() < 20
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || !matches!(s[10], b'T' | b't')
+        || s[13] != b':'
+        || s[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (digits(&s[0..4])?, digits(&s[5..7])?, digits(&s[8..10])?);
     let (h, mi, sec) = (digits(&s[11..13])?, digits(&s[14..16])?, digits(&s[17..19])?);
     let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
     let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] || h > 23 || mi > 59 || sec > 59 {
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > month_days[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -956,7 +1038,11 @@ fn rfc3339_fast(s: &[u8]) -> Option<i64> {
             if oh > 23 || om > 59 {
                 return None;
             }
-            if *sign == b'-' { -(oh * 3600 + om * 60) } else { oh * 3600 + om * 60 }
+            if *sign == b'-' {
+                -(oh * 3600 + om * 60)
+            } else {
+                oh * 3600 + om * 60
+            }
         }
         _ => return None,
     };
@@ -982,7 +1068,10 @@ fn check_value(raw: &str) -> std::result::Result<f64, String> {
         Some(b'-' | b'0'..=b'9') => {
             return match raw.parse::<f64>() {
                 Ok(x) if (0.0..=MAX_VALUE).contains(&x) => Ok(x),
-                _ => Err(format!("must be between 0 and {MAX_VALUE}, got {}", excerpt(raw).trim_matches('"'))),
+                _ => Err(format!(
+                    "must be between 0 and {MAX_VALUE}, got {}",
+                    excerpt(raw).trim_matches('"')
+                )),
             };
         }
         Some(b'"') => "a string",
@@ -1007,7 +1096,8 @@ impl<'de> Visitor<'de> for PointSeed<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
         let PointSeed { p, index } = self;
-        let (mut id, mut ts, mut cat, mut val) = (Slot::Missing, Slot::Missing, Slot::Missing, Slot::Missing);
+        let (mut id, mut ts, mut cat, mut val) =
+            (Slot::Missing, Slot::Missing, Slot::Missing, Slot::Missing);
         let mut tags_seen = false;
         let tags_start = p.tags.len();
         let errors_before = p.error_count;
@@ -1060,8 +1150,13 @@ impl<'de> Visitor<'de> for PointSeed<'_, 'de> {
                         cat = Slot::Ok(s);
                         Ok(())
                     }
-                    Scalar::Str(s) => Err(format!("must match ^[A-Z]+$ (1 to {MAX_CATEGORY_CHARS} letters), got {}", excerpt(&s))),
-                    other => Err(format!("must be a string matching ^[A-Z]+$, got {}", other.kind())),
+                    Scalar::Str(s) => Err(format!(
+                        "must match ^[A-Z]+$ (1 to {MAX_CATEGORY_CHARS} letters), got {}",
+                        excerpt(&s)
+                    )),
+                    other => {
+                        Err(format!("must be a string matching ^[A-Z]+$, got {}", other.kind()))
+                    }
                 },
             };
             if let Err(problem) = checked {
@@ -1109,7 +1204,8 @@ struct TagsSeed<'a, 'de> {
 
 impl TagsSeed<'_, '_> {
     fn wrong(self, kind: &str) {
-        self.p.point_error(self.index, "tags", || format!("must be an array of strings, got {kind}"));
+        self.p
+            .point_error(self.index, "tags", || format!("must be an array of strings, got {kind}"));
     }
 }
 
@@ -1137,16 +1233,23 @@ impl<'de> Visitor<'de> for TagsSeed<'_, 'de> {
         while let Some(v) = seq.next_element::<Scalar<'de>>()? {
             if j < MAX_TAGS {
                 match v {
-                    Scalar::Str(s) if !s.is_empty() && (s.len() <= MAX_TAG_CHARS || s.chars().count() <= MAX_TAG_CHARS) => {
+                    Scalar::Str(s)
+                        if !s.is_empty()
+                            && (s.len() <= MAX_TAG_CHARS || s.chars().count() <= MAX_TAG_CHARS) =>
+                    {
                         if p.error_count == 0 {
                             let code = p.tag_dict.code(s);
                             p.tags.push(code);
                         }
                     }
-                    Scalar::Str(_) => {
-                        p.error(|| format!("data[{index}].tags[{j}]"), || format!("must be 1 to {MAX_TAG_CHARS} characters"))
-                    }
-                    other => p.error(|| format!("data[{index}].tags[{j}]"), || format!("must be a string, got {}", other.kind())),
+                    Scalar::Str(_) => p.error(
+                        || format!("data[{index}].tags[{j}]"),
+                        || format!("must be 1 to {MAX_TAG_CHARS} characters"),
+                    ),
+                    other => p.error(
+                        || format!("data[{index}].tags[{j}]"),
+                        || format!("must be a string, got {}", other.kind()),
+                    ),
                 }
             }
             j += 1;

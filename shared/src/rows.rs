@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use polars::prelude::{
-    Column, DataFrame, Int32Chunked, Int64Chunked, IntoColumn, IntoSeries, NewChunkedArray, StringChunked, TimeUnit,
-    TimeZone,
+    Column, DataFrame, Int32Chunked, Int64Chunked, IntoColumn, IntoSeries, NewChunkedArray,
+    StringChunked, TimeUnit, TimeZone,
 };
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -35,7 +35,8 @@ use crate::pg::{Client, Pg};
 const COLUMNS: &str = "id, user_id, event_type, page_url, metadata, created_at";
 
 /// A user's newest events, by the `(user_id, created_at DESC, id DESC)` index.
-const SELECT: &str = "SELECT id, user_id, event_type, page_url, metadata, created_at FROM user_events \
+const SELECT: &str =
+    "SELECT id, user_id, event_type, page_url, metadata, created_at FROM user_events \
                       WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
 
 /// A generous size of one event's JSON, so the body is allocated once (the seed's are ~220 B).
@@ -55,7 +56,8 @@ pub enum Approach {
 
 impl Approach {
     /// In the order responses list them; `dynamic` is the baseline speedups are measured against.
-    pub const ALL: [Approach; 4] = [Approach::Dynamic, Approach::Typed, Approach::Polars, Approach::CopyBinary];
+    pub const ALL: [Approach; 4] =
+        [Approach::Dynamic, Approach::Typed, Approach::Polars, Approach::CopyBinary];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -125,9 +127,17 @@ impl Session {
             let query = started.elapsed();
             let rows = parse_copy(&data)?;
             let body = encode(&rows, rows.len() * ROW_JSON_BYTES)?;
-            return Ok(Outcome { count: rows.len(), body, query, decode: started.elapsed() - query });
+            return Ok(Outcome {
+                count: rows.len(),
+                body,
+                query,
+                decode: started.elapsed() - query,
+            });
         }
-        let rows = self.pg.timed("select events", self.client.query(&self.select, &[&self.user_id, &self.limit])).await?;
+        let rows = self
+            .pg
+            .timed("select events", self.client.query(&self.select, &[&self.user_id, &self.limit]))
+            .await?;
         let query = started.elapsed();
         let hint = rows.len() * ROW_JSON_BYTES;
         let body = match approach {
@@ -153,7 +163,8 @@ impl Session {
 
 fn encode<T: Serialize + ?Sized>(value: &T, hint: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(hint.max(64));
-    serde_json::to_writer(&mut out, value).map_err(|e| Error::Internal(format!("encoding events: {e}")))?;
+    serde_json::to_writer(&mut out, value)
+        .map_err(|e| Error::Internal(format!("encoding events: {e}")))?;
     Ok(out)
 }
 
@@ -205,7 +216,12 @@ pub fn dynamic(rows: &[Row]) -> Result<Vec<Record>> {
                 .columns()
                 .iter()
                 .enumerate()
-                .map(|(i, c)| Ok((c.name().to_string(), value(r, i, c.type_()).map_err(|e| column_error(c.name(), e))?)))
+                .map(|(i, c)| {
+                    Ok((
+                        c.name().to_string(),
+                        value(r, i, c.type_()).map_err(|e| column_error(c.name(), e))?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Record(fields))
         })
@@ -243,30 +259,60 @@ pub fn frame(rows: &[Row]) -> Result<DataFrame> {
     let columns: Vec<Column> = vec![
         Int64Chunked::from_vec("id".into(), col(rows, 0, "id")?).into_column(),
         Int32Chunked::from_vec("user_id".into(), col(rows, 1, "user_id")?).into_column(),
-        StringChunked::from_iter_values("event_type".into(), col::<&str>(rows, 2, "event_type")?.into_iter()).into_column(),
-        StringChunked::from_iter_values("page_url".into(), col::<&str>(rows, 3, "page_url")?.into_iter()).into_column(),
-        StringChunked::from_iter_values("metadata".into(), metadata.iter().map(|m| m.0)).into_column(),
+        StringChunked::from_iter_values(
+            "event_type".into(),
+            col::<&str>(rows, 2, "event_type")?.into_iter(),
+        )
+        .into_column(),
+        StringChunked::from_iter_values(
+            "page_url".into(),
+            col::<&str>(rows, 3, "page_url")?.into_iter(),
+        )
+        .into_column(),
+        StringChunked::from_iter_values("metadata".into(), metadata.iter().map(|m| m.0))
+            .into_column(),
         Int64Chunked::from_vec("created_at".into(), created.iter().map(|m| m.0).collect())
             .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
             .into_series()
             .into_column(),
     ];
-    DataFrame::new(n, columns).map_err(|e| Error::Internal(format!("building the events frame: {e}")))
+    DataFrame::new(n, columns)
+        .map_err(|e| Error::Internal(format!("building the events frame: {e}")))
 }
 
 /// A frame from [`frame`] → the body, walking the columns row by row.
 pub fn frame_json(df: &DataFrame, hint: usize) -> Result<Vec<u8>> {
-    let polars = |e: polars::error::PolarsError| Error::Internal(format!("reading the events frame: {e}"));
+    let polars =
+        |e: polars::error::PolarsError| Error::Internal(format!("reading the events frame: {e}"));
     let get = |name: &str| df.column(name).map_err(polars);
-    let (ids, users, kinds) = (get("id")?.i64().map_err(polars)?, get("user_id")?.i32().map_err(polars)?, get("event_type")?.str().map_err(polars)?);
-    let (urls, meta) = (get("page_url")?.str().map_err(polars)?, get("metadata")?.str().map_err(polars)?);
+    let (ids, users, kinds) = (
+        get("id")?.i64().map_err(polars)?,
+        get("user_id")?.i32().map_err(polars)?,
+        get("event_type")?.str().map_err(polars)?,
+    );
+    let (urls, meta) =
+        (get("page_url")?.str().map_err(polars)?, get("metadata")?.str().map_err(polars)?);
     let created = get("created_at")?.datetime().map_err(polars)?.physical();
-    if [ids.null_count(), users.null_count(), kinds.null_count(), urls.null_count(), meta.null_count(), created.null_count()] != [0; 6] {
+    if [
+        ids.null_count(),
+        users.null_count(),
+        kinds.null_count(),
+        urls.null_count(),
+        meta.null_count(),
+        created.null_count(),
+    ] != [0; 6]
+    {
         return Err(Error::Internal("the events frame holds nulls in NOT NULL columns".into()));
     }
     let mut rows = Vec::with_capacity(df.height());
-    let columns = ids.no_null_iter().zip(users.no_null_iter()).zip(kinds.no_null_iter()).zip(urls.no_null_iter());
-    for ((((id, user_id), kind), page_url), (meta, us)) in columns.zip(meta.no_null_iter().zip(created.no_null_iter())) {
+    let columns = ids
+        .no_null_iter()
+        .zip(users.no_null_iter())
+        .zip(kinds.no_null_iter())
+        .zip(urls.no_null_iter());
+    for ((((id, user_id), kind), page_url), (meta, us)) in
+        columns.zip(meta.no_null_iter().zip(created.no_null_iter()))
+    {
         rows.push(EventRef::new(id, user_id, event_type(kind)?, page_url, meta, us)?);
     }
     encode(&rows, hint)
@@ -288,14 +334,22 @@ pub struct EventRef<'a> {
 }
 
 impl<'a> EventRef<'a> {
-    fn new(id: i64, user_id: i32, event_type: EventType, page_url: &'a str, metadata: &str, unix_us: i64) -> Result<Self> {
+    fn new(
+        id: i64,
+        user_id: i32,
+        event_type: EventType,
+        page_url: &'a str,
+        metadata: &str,
+        unix_us: i64,
+    ) -> Result<Self> {
         Ok(EventRef {
             id,
             user_id,
             event_type,
             page_url,
             metadata: serde_json::from_str(metadata).map_err(|e| column_error("metadata", e))?,
-            created_at: DateTime::from_timestamp_micros(unix_us).ok_or_else(|| column_error("created_at", "out of range"))?,
+            created_at: DateTime::from_timestamp_micros(unix_us)
+                .ok_or_else(|| column_error("created_at", "out of range"))?,
         })
     }
 }
@@ -314,7 +368,8 @@ pub fn parse_copy(data: &[u8]) -> Result<Vec<EventRef<'_>>> {
     if flags & (1 << 16) != 0 {
         return Err(bad("rows carry OIDs, which this reader does not expect".into()));
     }
-    let ext = r.i32().filter(|n| *n >= 0).ok_or_else(|| bad("bad header extension length".into()))?;
+    let ext =
+        r.i32().filter(|n| *n >= 0).ok_or_else(|| bad("bad header extension length".into()))?;
     r.take(ext as usize).ok_or_else(|| bad("truncated header extension".into()))?;
     let mut out = Vec::new();
     loop {
@@ -330,7 +385,9 @@ pub fn parse_copy(data: &[u8]) -> Result<Vec<EventRef<'_>>> {
             if len < 0 {
                 return Err(bad(format!("tuple {at} field {i} is NULL in a NOT NULL column")));
             }
-            *field = r.take(len as usize).ok_or_else(|| bad(format!("tuple {at} field {i} is truncated")))?;
+            *field = r
+                .take(len as usize)
+                .ok_or_else(|| bad(format!("tuple {at} field {i} is truncated")))?;
         }
         let int = |b: &[u8], name: &str| -> Result<i64> {
             match b.len() {
@@ -340,10 +397,18 @@ pub fn parse_copy(data: &[u8]) -> Result<Vec<EventRef<'_>>> {
             }
         };
         let text = |b, name: &str| std::str::from_utf8(b).map_err(|e| column_error(name, e));
-        let user_id = i32::try_from(int(f[1], "user_id")?).map_err(|e| column_error("user_id", e))?;
+        let user_id =
+            i32::try_from(int(f[1], "user_id")?).map_err(|e| column_error("user_id", e))?;
         let created = pg_micros(f[5]).map_err(|e| column_error("created_at", e))?;
         let meta = jsonb_text(f[4]).map_err(|e| column_error("metadata", e))?;
-        out.push(EventRef::new(int(f[0], "id")?, user_id, event_type(text(f[2], "event_type")?)?, text(f[3], "page_url")?, meta, created)?);
+        out.push(EventRef::new(
+            int(f[0], "id")?,
+            user_id,
+            event_type(text(f[2], "event_type")?)?,
+            text(f[3], "page_url")?,
+            meta,
+            created,
+        )?);
     }
     if r.pos != data.len() {
         return Err(bad(format!("{} bytes after the trailer", data.len() - r.pos)));
@@ -374,8 +439,11 @@ type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
 /// A `timestamptz` in binary form (µs since 2000-01-01 UTC) → µs since the Unix epoch.
 pub fn pg_micros(raw: &[u8]) -> std::result::Result<i64, BoxError> {
-    let b: [u8; 8] = raw.try_into().map_err(|_| format!("timestamptz must be 8 bytes, got {}", raw.len()))?;
-    i64::from_be_bytes(b).checked_add(PG_EPOCH_US).ok_or_else(|| "timestamptz is infinity or out of range".into())
+    let b: [u8; 8] =
+        raw.try_into().map_err(|_| format!("timestamptz must be 8 bytes, got {}", raw.len()))?;
+    i64::from_be_bytes(b)
+        .checked_add(PG_EPOCH_US)
+        .ok_or_else(|| "timestamptz is infinity or out of range".into())
 }
 
 /// A `jsonb` in binary form (a version byte, 1, then the JSON text) → the text.
@@ -392,7 +460,11 @@ pub struct JsonText<'a>(pub &'a str);
 
 impl<'a> FromSql<'a> for JsonText<'a> {
     fn from_sql(ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
-        if *ty == Type::JSONB { jsonb_text(raw).map(JsonText) } else { Ok(JsonText(std::str::from_utf8(raw)?)) }
+        if *ty == Type::JSONB {
+            jsonb_text(raw).map(JsonText)
+        } else {
+            Ok(JsonText(std::str::from_utf8(raw)?))
+        }
     }
     fn accepts(ty: &Type) -> bool {
         matches!(*ty, Type::JSON | Type::JSONB)
@@ -428,7 +500,13 @@ impl Spread {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let n = ms.len();
-        let p50 = if n == 0 { 0.0 } else if n % 2 == 1 { ms[n / 2] } else { (ms[n / 2 - 1] + ms[n / 2]) / 2.0 };
+        let p50 = if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            ms[n / 2]
+        } else {
+            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+        };
         Spread {
             avg: round(ms.iter().sum::<f64>() / n.max(1) as f64, 4),
             min: round(ms.first().copied().unwrap_or(0.0), 4),
@@ -482,9 +560,17 @@ pub struct Comparison {
 
 impl Comparison {
     fn of(totals: &[(Approach, f64)], basis: &'static str) -> Comparison {
-        let fastest = totals.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map(|(a, _)| a.name()).unwrap_or("typed");
-        let base = totals.iter().find(|(a, _)| *a == Approach::Dynamic).map(|(_, t)| *t).unwrap_or(0.0);
-        let speedup = totals.iter().map(|(a, t)| (*a, if *t > 0.0 { round(base / t, 2) } else { 0.0 })).collect();
+        let fastest = totals
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(a, _)| a.name())
+            .unwrap_or("typed");
+        let base =
+            totals.iter().find(|(a, _)| *a == Approach::Dynamic).map(|(_, t)| *t).unwrap_or(0.0);
+        let speedup = totals
+            .iter()
+            .map(|(a, t)| (*a, if *t > 0.0 { round(base / t, 2) } else { 0.0 }))
+            .collect();
         Comparison { fastest, basis, speedup_vs_dynamic: ByApproach(speedup) }
     }
 }
@@ -549,7 +635,11 @@ async fn warm_up(s: &Session) -> Result<(usize, bool)> {
     let reference = &bodies.iter().find(|(a, _)| *a == Approach::Typed).expect("typed is in ALL").1;
     let identical = bodies.iter().all(|(_, o)| o.body == reference.body);
     if !identical {
-        tracing::error!(user_id = s.user_id, limit = s.limit, "row-decoding approaches disagree on the JSON body");
+        tracing::error!(
+            user_id = s.user_id,
+            limit = s.limit,
+            "row-decoding approaches disagree on the JSON body"
+        );
     }
     Ok((reference.count, identical))
 }
@@ -558,7 +648,8 @@ async fn warm_up(s: &Session) -> Result<(usize, bool)> {
 pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result<Report> {
     let s = Session::open(pg, user_id, limit).await?;
     let (dataset_size, identical_json) = warm_up(&s).await?;
-    let mut samples: Vec<(Approach, Vec<Outcome>)> = Approach::ALL.iter().map(|a| (*a, Vec::with_capacity(runs))).collect();
+    let mut samples: Vec<(Approach, Vec<Outcome>)> =
+        Approach::ALL.iter().map(|a| (*a, Vec::with_capacity(runs))).collect();
     for run in 0..runs {
         for a in Approach::order(run) {
             let o = s.run(a).await?;
@@ -569,7 +660,8 @@ pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result
         .iter()
         .map(|(a, os)| {
             let last = os.last();
-            let spread = |f: fn(&Outcome) -> Duration| Spread::of(&os.iter().map(f).collect::<Vec<_>>());
+            let spread =
+                |f: fn(&Outcome) -> Duration| Spread::of(&os.iter().map(f).collect::<Vec<_>>());
             let stats = Stats {
                 query_ms: spread(|o| o.query),
                 decode_ms: spread(|o| o.decode),
@@ -605,7 +697,15 @@ pub async fn one_pass(pg: &Pg, user_id: i32, limit: i64) -> Result<PassReport> {
     let mut passes = Vec::with_capacity(4);
     for a in Approach::ALL {
         let o = s.run(a).await?;
-        passes.push((a, Pass { query_time_ms: ms(o.query), parse_time_ms: ms(o.decode), total_time_ms: ms(o.total()), count: o.count }));
+        passes.push((
+            a,
+            Pass {
+                query_time_ms: ms(o.query),
+                parse_time_ms: ms(o.decode),
+                total_time_ms: ms(o.total()),
+                count: o.count,
+            },
+        ));
     }
     let totals: Vec<(Approach, f64)> = passes.iter().map(|(a, p)| (*a, p.total_time_ms)).collect();
     Ok(PassReport {
@@ -661,7 +761,10 @@ mod tests {
 
     #[test]
     fn copy_binary_is_parsed_by_hand() {
-        let data = copy_stream(&[tuple(1, 0, r#"{"b": 1, "a": [true, null]}"#), tuple(2, -1, "{}")], b"ext");
+        let data = copy_stream(
+            &[tuple(1, 0, r#"{"b": 1, "a": [true, null]}"#), tuple(2, -1, "{}")],
+            b"ext",
+        );
         let rows = parse_copy(&data).unwrap();
         assert_eq!(rows.len(), 2);
         let json = serde_json::to_string(&rows).unwrap();
@@ -720,8 +823,14 @@ mod tests {
         let s = Spread::of(&[d(400), d(100), d(300), d(200)]);
         assert_eq!(s, Spread { avg: 0.25, min: 0.1, p50: 0.25, max: 0.4 });
         assert_eq!(Spread::of(&[d(5), d(1), d(3)]).p50, 0.003);
-        let c = Comparison::of(&[(Approach::Dynamic, 2.0), (Approach::Typed, 0.5), (Approach::Polars, 1.0)], "x");
+        let c = Comparison::of(
+            &[(Approach::Dynamic, 2.0), (Approach::Typed, 0.5), (Approach::Polars, 1.0)],
+            "x",
+        );
         assert_eq!(c.fastest, "typed");
-        assert_eq!(serde_json::to_string(&c.speedup_vs_dynamic).unwrap(), r#"{"dynamic":1.0,"typed":4.0,"polars":2.0}"#);
+        assert_eq!(
+            serde_json::to_string(&c.speedup_vs_dynamic).unwrap(),
+            r#"{"dynamic":1.0,"typed":4.0,"polars":2.0}"#
+        );
     }
 }

@@ -22,16 +22,23 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::error::{DeleteError, OpenReadError, OpenWriteError};
-use tantivy::directory::{AntiCallToken, FileHandle, MmapDirectory, TerminatingWrite, WatchCallback, WatchHandle, WritePtr};
+use tantivy::directory::{
+    AntiCallToken, FileHandle, MmapDirectory, TerminatingWrite, WatchCallback, WatchHandle,
+    WritePtr,
+};
 use tantivy::indexer::{IndexWriterOptions, NoMergePolicy};
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
 use tantivy::schema::document::{ReferenceValue, ReferenceValueLeaf, Value};
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, Facet, FacetOptions, Field, IndexRecordOption, NumericOptions, Schema, TantivyDocument,
-    TextFieldIndexing, TextOptions,
+    DateOptions, DateTimePrecision, Facet, FacetOptions, Field, IndexRecordOption, NumericOptions,
+    Schema, TantivyDocument, TextFieldIndexing, TextOptions,
 };
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DateTime, Directory, Document, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
+use tantivy::{
+    DateTime, Directory, Document, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, Term,
+};
 
 use crate::error::{Error, FieldError, Result};
 use crate::generate::Rng;
@@ -69,13 +76,20 @@ const BUNDLE_ZSTD_LEVEL: i32 = 3;
 pub fn schema() -> Schema {
     let mut b = Schema::builder();
     let text = TextOptions::default()
-        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqsAndPositions))
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
         .set_stored();
     b.add_u64_field("id", NumericOptions::default().set_fast().set_stored());
     b.add_text_field("title", text.clone());
     b.add_text_field("body", text);
     b.add_facet_field("tags", FacetOptions::default());
-    b.add_date_field("created_at", DateOptions::default().set_fast().set_precision(DateTimePrecision::Seconds));
+    b.add_date_field(
+        "created_at",
+        DateOptions::default().set_fast().set_precision(DateTimePrecision::Seconds),
+    );
     b.build()
 }
 
@@ -122,7 +136,10 @@ impl<'a> Iterator for DocFields<'a> {
                 1 => (TITLE, Leaf(ReferenceValueLeaf::Str(&d.title))),
                 2 => (BODY, Leaf(ReferenceValueLeaf::Str(&d.body))),
                 3 => match d.created_at {
-                    Some(s) => (CREATED_AT, Leaf(ReferenceValueLeaf::Date(DateTime::from_timestamp_secs(s)))),
+                    Some(s) => (
+                        CREATED_AT,
+                        Leaf(ReferenceValueLeaf::Date(DateTime::from_timestamp_secs(s))),
+                    ),
                     None => continue,
                 },
                 // A single-level facet's encoded form is its name (validated by `normalize_tag`).
@@ -148,7 +165,11 @@ pub fn normalize_tag(raw: &str) -> Option<Cow<'_, str>> {
     if t.is_empty() || t.len() > MAX_TAG_CHARS || !t.chars().all(ok) {
         return None;
     }
-    Some(if t.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(t.to_ascii_lowercase()) } else { Cow::Borrowed(t) })
+    Some(if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -215,40 +236,106 @@ pub fn reference_doc(i: u64) -> Doc {
         "Document {i} is about {topic}. It shows how {topic} change the latency and the throughput of a \
          service, with measurements taken before and after each change."
     );
-    Doc { id: i, title, body, tags: vec![Cow::Borrowed(tag)], created_at: Some(REFERENCE_START + i as i64 * 3600) }
+    Doc {
+        id: i,
+        title,
+        body,
+        tags: vec![Cow::Borrowed(tag)],
+        created_at: Some(REFERENCE_START + i as i64 * 3600),
+    }
 }
 
 /// The most frequent English words, in rank order; they head the realistic vocabulary.
 const COMMON: &[&str] = &[
-    "the", "of", "and", "to", "a", "in", "is", "it", "that", "for", "was", "on", "are", "as", "with", "be", "at", "by",
-    "this", "have", "from", "or", "one", "had", "not", "but", "what", "all", "were", "when", "we", "there", "can",
-    "an", "your", "which", "their", "said", "if", "do", "will", "each", "about", "how", "up", "out", "them", "then",
-    "she", "many", "some", "so", "these", "would", "other", "into", "has", "more", "her", "two", "like", "him",
-    "see", "time", "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made",
-    "over", "did", "down", "only", "way", "find", "use", "may", "water", "long", "little", "very", "after", "words",
-    "called", "just", "where", "most", "know", "get", "through", "back", "much", "before", "also", "around",
+    "the", "of", "and", "to", "a", "in", "is", "it", "that", "for", "was", "on", "are", "as",
+    "with", "be", "at", "by", "this", "have", "from", "or", "one", "had", "not", "but", "what",
+    "all", "were", "when", "we", "there", "can", "an", "your", "which", "their", "said", "if",
+    "do", "will", "each", "about", "how", "up", "out", "them", "then", "she", "many", "some", "so",
+    "these", "would", "other", "into", "has", "more", "her", "two", "like", "him", "see", "time",
+    "could", "no", "make", "than", "first", "been", "its", "who", "now", "people", "my", "made",
+    "over", "did", "down", "only", "way", "find", "use", "may", "water", "long", "little", "very",
+    "after", "words", "called", "just", "where", "most", "know", "get", "through", "back", "much",
+    "before", "also", "around",
 ];
 /// Domain words placed at mid ranks, so that benchmark queries match a realistic share of documents.
 const DOMAIN: &[&str] = &[
-    "performance", "search", "index", "query", "latency", "throughput", "cache", "memory", "database", "network",
-    "server", "client", "storage", "compression", "benchmark", "request", "response", "error", "system", "data",
-    "service", "function", "lambda", "snapshot", "segment", "document", "vector", "thread", "runtime", "python",
-    "rust", "engine", "scale", "cluster", "replica", "stream", "batch", "event", "record", "schema",
+    "performance",
+    "search",
+    "index",
+    "query",
+    "latency",
+    "throughput",
+    "cache",
+    "memory",
+    "database",
+    "network",
+    "server",
+    "client",
+    "storage",
+    "compression",
+    "benchmark",
+    "request",
+    "response",
+    "error",
+    "system",
+    "data",
+    "service",
+    "function",
+    "lambda",
+    "snapshot",
+    "segment",
+    "document",
+    "vector",
+    "thread",
+    "runtime",
+    "python",
+    "rust",
+    "engine",
+    "scale",
+    "cluster",
+    "replica",
+    "stream",
+    "batch",
+    "event",
+    "record",
+    "schema",
 ];
 const SYLLABLES: &[&str] = &[
-    "ba", "be", "bi", "bo", "ca", "ce", "co", "da", "de", "di", "do", "fa", "fe", "fi", "ga", "ge", "go", "ha", "he",
-    "hi", "la", "le", "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no", "pa", "pe", "pi", "po", "ra", "re",
-    "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to", "va", "ve", "vi", "tor", "ment", "tion", "ly", "er",
-    "an", "en", "in", "on", "al", "el", "ar", "or", "ic", "ous", "ing", "ed", "st", "ver", "der", "ter", "per",
+    "ba", "be", "bi", "bo", "ca", "ce", "co", "da", "de", "di", "do", "fa", "fe", "fi", "ga", "ge",
+    "go", "ha", "he", "hi", "la", "le", "li", "lo", "ma", "me", "mi", "mo", "na", "ne", "ni", "no",
+    "pa", "pe", "pi", "po", "ra", "re", "ri", "ro", "sa", "se", "si", "so", "ta", "te", "ti", "to",
+    "va", "ve", "vi", "tor", "ment", "tion", "ly", "er", "an", "en", "in", "on", "al", "el", "ar",
+    "or", "ic", "ous", "ing", "ed", "st", "ver", "der", "ter", "per",
 ];
 /// Words in the realistic vocabulary.
 pub const VOCABULARY: usize = 40_000;
 const TITLE_SKIP: usize = 100;
 /// Tags of the realistic corpus, most frequent first.
 pub const REALISTIC_TAGS: &[&str] = &[
-    "news", "engineering", "science", "business", "health", "sports", "culture", "travel", "food", "politics",
-    "education", "finance", "music", "film", "books", "games", "design", "history", "nature", "space", "cars",
-    "fashion", "art", "law",
+    "news",
+    "engineering",
+    "science",
+    "business",
+    "health",
+    "sports",
+    "culture",
+    "travel",
+    "food",
+    "politics",
+    "education",
+    "finance",
+    "music",
+    "film",
+    "books",
+    "games",
+    "design",
+    "history",
+    "nature",
+    "space",
+    "cars",
+    "fashion",
+    "art",
+    "law",
 ];
 /// `created_at` of the realistic corpus spans 2025 (from 2025-01-01T00:00:00Z).
 pub const REALISTIC_START: i64 = 1_735_689_600;
@@ -284,7 +371,11 @@ impl Alias {
     fn sample(&self, rng: &mut Rng) -> usize {
         let r = rng.next_u64();
         let i = (((r >> 32) * self.prob.len() as u64) >> 32) as usize;
-        if (r as u32) < self.prob[i] { i } else { self.alias[i] as usize }
+        if (r as u32) < self.prob[i] {
+            i
+        } else {
+            self.alias[i] as usize
+        }
     }
 }
 
@@ -302,7 +393,7 @@ fn vocab() -> &'static Vocab {
         let mut words: Vec<Box<str>> = COMMON.iter().map(|w| Box::from(*w)).collect();
         let mut seen: HashSet<Box<str>> = words.iter().cloned().collect();
         seen.extend(DOMAIN.iter().map(|w| Box::from(*w)));
-        let mut rng = Rng::new(0x5EED_0F_0A5C);
+        let mut rng = Rng::new(0x005E_ED0F_0A5C);
         let mut synthetic = Vec::with_capacity(VOCABULARY);
         while synthetic.len() + words.len() + DOMAIN.len() < VOCABULARY {
             let mut w = String::with_capacity(12);
@@ -318,7 +409,11 @@ fn vocab() -> &'static Vocab {
         let mut synthetic = synthetic.into_iter();
         let mut domain = DOMAIN.iter();
         while words.len() < VOCABULARY {
-            let next = if words.len() >= 200 && words.len() % 40 == 0 { domain.next().map(|w| Box::from(*w)) } else { None };
+            let next = if words.len() >= 200 && words.len().is_multiple_of(40) {
+                domain.next().map(|w| Box::from(*w))
+            } else {
+                None
+            };
             match next.or_else(|| synthetic.next()) {
                 Some(w) => words.push(w),
                 None => break,
@@ -326,7 +421,12 @@ fn vocab() -> &'static Vocab {
         }
         let zipf: Vec<f64> = (1..=words.len()).map(|k| 1.0 / (k as f64).powf(1.05)).collect();
         let tag_w: Vec<f64> = (1..=REALISTIC_TAGS.len()).map(|k| 1.0 / k as f64).collect();
-        Vocab { body: Alias::new(&zipf), title: Alias::new(&zipf[TITLE_SKIP..]), tags: Alias::new(&tag_w), words }
+        Vocab {
+            body: Alias::new(&zipf),
+            title: Alias::new(&zipf[TITLE_SKIP..]),
+            tags: Alias::new(&tag_w),
+            words,
+        }
     })
 }
 
@@ -410,7 +510,8 @@ struct Line<'a> {
 }
 
 fn line_error(line: u64, field: &str, problem: impl Into<String>) -> Error {
-    let at = if field.is_empty() { format!("line {line}") } else { format!("line {line}: {field}") };
+    let at =
+        if field.is_empty() { format!("line {line}") } else { format!("line {line}: {field}") };
     let fe = FieldError::new(at, problem);
     Error::invalid(format!("{}: {}", fe.at, fe.problem), vec![fe])
 }
@@ -418,8 +519,11 @@ fn line_error(line: u64, field: &str, problem: impl Into<String>) -> Error {
 /// Parses one JSONL line `{id, title, body, tags?, created_at?}`; errors name the line and field.
 /// `created_at` is RFC 3339 or whole seconds since the epoch.
 pub fn parse_doc(bytes: &[u8], line: u64) -> Result<Doc> {
-    let l: Line = serde_json::from_slice(bytes).map_err(|e| line_error(line, "", format!("not a valid document: {e}")))?;
-    let id = l.id.ok_or_else(|| line_error(line, "id", "is required (a whole number from 0 to 2^64-1)"))?;
+    let l: Line = serde_json::from_slice(bytes)
+        .map_err(|e| line_error(line, "", format!("not a valid document: {e}")))?;
+    let id = l
+        .id
+        .ok_or_else(|| line_error(line, "id", "is required (a whole number from 0 to 2^64-1)"))?;
     let title = l.title.ok_or_else(|| line_error(line, "title", "is required"))?;
     if title.len() > MAX_TITLE_BYTES {
         return Err(line_error(line, "title", format!("must be at most {MAX_TITLE_BYTES} bytes")));
@@ -431,21 +535,38 @@ pub fn parse_doc(bytes: &[u8], line: u64) -> Result<Doc> {
     }
     let mut tags = Vec::with_capacity(raw_tags.len());
     for (k, t) in raw_tags.iter().enumerate() {
-        let t = normalize_tag(t)
-            .ok_or_else(|| line_error(line, &format!("tags[{k}]"), format!("must be 1-{MAX_TAG_CHARS} of a-z 0-9 . _ + # -")))?;
+        let t = normalize_tag(t).ok_or_else(|| {
+            line_error(
+                line,
+                &format!("tags[{k}]"),
+                format!("must be 1-{MAX_TAG_CHARS} of a-z 0-9 . _ + # -"),
+            )
+        })?;
         if !tags.iter().any(|x: &Cow<str>| x == &t) {
             tags.push(Cow::Owned(t.into_owned()));
         }
     }
     let created_at = match l.created_at {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => Some(
-            n.as_i64()
-                .filter(|s| (0..=253_402_300_799).contains(s))
-                .ok_or_else(|| line_error(line, "created_at", "seconds must be a whole number from 0 to 253402300799"))?,
-        ),
-        Some(serde_json::Value::String(s)) => Some(parse_time(&s).ok_or_else(|| line_error(line, "created_at", "must be RFC 3339, e.g. 2026-01-31T12:00:00Z"))?),
-        Some(_) => return Err(line_error(line, "created_at", "must be an RFC 3339 string or seconds since the epoch")),
+        Some(serde_json::Value::Number(n)) => {
+            Some(n.as_i64().filter(|s| (0..=253_402_300_799).contains(s)).ok_or_else(|| {
+                line_error(
+                    line,
+                    "created_at",
+                    "seconds must be a whole number from 0 to 253402300799",
+                )
+            })?)
+        }
+        Some(serde_json::Value::String(s)) => Some(parse_time(&s).ok_or_else(|| {
+            line_error(line, "created_at", "must be RFC 3339, e.g. 2026-01-31T12:00:00Z")
+        })?),
+        Some(_) => {
+            return Err(line_error(
+                line,
+                "created_at",
+                "must be an RFC 3339 string or seconds since the epoch",
+            ))
+        }
     };
     Ok(Doc { id, title: title.into_owned(), body: body.into_owned(), tags, created_at })
 }
@@ -456,7 +577,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp());
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc().timestamp())
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp())
 }
 
 /// Documents from JSONL, one per line (blank lines skipped), read with one reused buffer. A
@@ -471,7 +595,13 @@ pub struct JsonlDocs<R> {
 
 impl<R: BufRead> JsonlDocs<R> {
     pub fn new(reader: R) -> Self {
-        JsonlDocs { reader, buf: Vec::with_capacity(4096), line: 0, seen: HashSet::new(), done: false }
+        JsonlDocs {
+            reader,
+            buf: Vec::with_capacity(4096),
+            line: 0,
+            seen: HashSet::new(),
+            done: false,
+        }
     }
 }
 
@@ -482,11 +612,17 @@ impl<R: BufRead> Iterator for JsonlDocs<R> {
         while !self.done {
             self.buf.clear();
             self.line += 1;
-            let n = match (&mut self.reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut self.buf) {
+            let n = match (&mut self.reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(n) => n,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(Error::invalid(format!("line {}: could not be read: {e}", self.line), vec![])));
+                    return Some(Err(Error::invalid(
+                        format!("line {}: could not be read: {e}", self.line),
+                        vec![],
+                    )));
                 }
             };
             if n == 0 {
@@ -500,7 +636,11 @@ impl<R: BufRead> Iterator for JsonlDocs<R> {
                 continue;
             }
             let doc = parse_doc(&self.buf, self.line).and_then(|d| {
-                if self.seen.insert(d.id) { Ok(d) } else { Err(line_error(self.line, "id", format!("{} appears more than once", d.id))) }
+                if self.seen.insert(d.id) {
+                    Ok(d)
+                } else {
+                    Err(line_error(self.line, "id", format!("{} appears more than once", d.id)))
+                }
             });
             self.done = doc.is_err();
             return Some(doc);
@@ -566,15 +706,18 @@ pub fn build<I>(dir: &Path, docs: I, opts: &BuildOptions) -> Result<Built>
 where
     I: IntoIterator<Item = Result<Doc>>,
 {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
     let started = Instant::now();
-    let index = Index::create(ScratchDirectory::open(dir)?, schema(), Default::default()).map_err(internal("creating the index"))?;
+    let index = Index::create(ScratchDirectory::open(dir)?, schema(), Default::default())
+        .map_err(internal("creating the index"))?;
     let options = IndexWriterOptions::builder()
         .memory_budget_per_thread(opts.heap_per_thread)
         .num_worker_threads(opts.threads)
         .num_merge_threads(1)
         .build();
-    let mut writer: IndexWriter<Doc> = index.writer_with_options(options).map_err(internal("opening the index writer"))?;
+    let mut writer: IndexWriter<Doc> =
+        index.writer_with_options(options).map_err(internal("opening the index writer"))?;
     writer.set_merge_policy(Box::new(NoMergePolicy));
     let mut count = 0u64;
     for doc in docs {
@@ -590,7 +733,13 @@ where
     }
     writer.wait_merging_threads().map_err(internal("finishing the merge"))?;
     let merge_ms = merge_started.elapsed().as_secs_f64() * 1e3;
-    Ok(Built { docs: count, segments: ids.len(), index_ms, merge_ms, docs_per_s: count as f64 / (index_ms / 1e3).max(1e-9) })
+    Ok(Built {
+        docs: count,
+        segments: ids.len(),
+        index_ms,
+        merge_ms,
+        docs_per_s: count as f64 / (index_ms / 1e3).max(1e-9),
+    })
 }
 
 /// A directory for building an index that is packed and uploaded, never served in place: files
@@ -604,7 +753,8 @@ struct ScratchDirectory {
 
 impl ScratchDirectory {
     fn open(root: &Path) -> Result<Self> {
-        let mmap = MmapDirectory::open(root).map_err(|e| Error::Internal(format!("open {}: {e}", root.display())))?;
+        let mmap = MmapDirectory::open(root)
+            .map_err(|e| Error::Internal(format!("open {}: {e}", root.display())))?;
         Ok(ScratchDirectory { root: root.to_path_buf(), mmap })
     }
 }
@@ -627,7 +777,10 @@ impl TerminatingWrite for UnsyncedFile {
 }
 
 impl Directory for ScratchDirectory {
-    fn get_file_handle(&self, path: &Path) -> std::result::Result<Arc<dyn FileHandle>, OpenReadError> {
+    fn get_file_handle(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<Arc<dyn FileHandle>, OpenReadError> {
         self.mmap.get_file_handle(path)
     }
     fn delete(&self, path: &Path) -> std::result::Result<(), DeleteError> {
@@ -637,13 +790,17 @@ impl Directory for ScratchDirectory {
         self.mmap.exists(path)
     }
     fn open_write(&self, path: &Path) -> std::result::Result<WritePtr, OpenWriteError> {
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(self.root.join(path)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                OpenWriteError::FileAlreadyExists(path.to_path_buf())
-            } else {
-                OpenWriteError::wrap_io_error(e, path.to_path_buf())
-            }
-        })?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.root.join(path))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    OpenWriteError::FileAlreadyExists(path.to_path_buf())
+                } else {
+                    OpenWriteError::wrap_io_error(e, path.to_path_buf())
+                }
+            })?;
         Ok(BufWriter::new(Box::new(UnsyncedFile(file))))
     }
     fn atomic_read(&self, path: &Path) -> std::result::Result<Vec<u8>, OpenReadError> {
@@ -658,7 +815,11 @@ impl Directory for ScratchDirectory {
     fn sync_directory(&self) -> std::io::Result<()> {
         Ok(())
     }
-    fn acquire_lock(&self, lock: &tantivy::directory::Lock) -> std::result::Result<tantivy::directory::DirectoryLock, tantivy::directory::error::LockError> {
+    fn acquire_lock(
+        &self,
+        lock: &tantivy::directory::Lock,
+    ) -> std::result::Result<tantivy::directory::DirectoryLock, tantivy::directory::error::LockError>
+    {
         self.mmap.acquire_lock(lock)
     }
     fn watch(&self, cb: WatchCallback) -> tantivy::Result<WatchHandle> {
@@ -672,18 +833,25 @@ impl Directory for ScratchDirectory {
 /// Packs the index files of `index_dir` (not Tantivy's lock files) into a zstd-compressed tar at
 /// `out`, deterministically (sorted names, no timestamps). Returns the bundle's size.
 pub fn pack(index_dir: &Path, out: &Path) -> Result<u64> {
-    let io = |what: &str, p: &Path, e: std::io::Error| Error::Internal(format!("{what} {}: {e}", p.display()));
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::Internal(format!("{what} {}: {e}", p.display()))
+    };
     let mut names = Vec::new();
     for entry in std::fs::read_dir(index_dir).map_err(|e| io("read", index_dir, e))? {
         let entry = entry.map_err(|e| io("read", index_dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) && !name.starts_with(".tantivy-") && !name.ends_with(".tmp-write") {
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            && !name.starts_with(".tantivy-")
+            && !name.ends_with(".tmp-write")
+        {
             names.push(name);
         }
     }
     names.sort();
     let file = File::create(out).map_err(|e| io("create", out, e))?;
-    let enc = zstd::stream::Encoder::new(BufWriter::with_capacity(1 << 20, file), BUNDLE_ZSTD_LEVEL).map_err(|e| io("compress", out, e))?;
+    let enc =
+        zstd::stream::Encoder::new(BufWriter::with_capacity(1 << 20, file), BUNDLE_ZSTD_LEVEL)
+            .map_err(|e| io("compress", out, e))?;
     let mut tar = tar::Builder::new(enc);
     tar.mode(tar::HeaderMode::Deterministic);
     for name in &names {
@@ -691,7 +859,11 @@ pub fn pack(index_dir: &Path, out: &Path) -> Result<u64> {
         let mut f = File::open(&path).map_err(|e| io("open", &path, e))?;
         tar.append_file(name, &mut f).map_err(|e| io("pack", &path, e))?;
     }
-    let mut w = tar.into_inner().map_err(|e| io("pack", out, e))?.finish().map_err(|e| io("compress", out, e))?;
+    let mut w = tar
+        .into_inner()
+        .map_err(|e| io("pack", out, e))?
+        .finish()
+        .map_err(|e| io("compress", out, e))?;
     w.flush().map_err(|e| io("write", out, e))?;
     drop(w);
     Ok(std::fs::metadata(out).map_err(|e| io("stat", out, e))?.len())
@@ -700,9 +872,12 @@ pub fn pack(index_dir: &Path, out: &Path) -> Result<u64> {
 /// Unpacks a bundle into `dest` (emptied first). Only plain files with plain names are
 /// accepted, at most [`MAX_UNPACKED_BYTES`] in all; anything else is a corrupt bundle (503).
 pub fn unpack(bundle: &Path, dest: &Path) -> Result<u64> {
-    let bad = |why: String| Error::unavailable(DEPENDENCY, format!("bundle {} is unusable: {why}", bundle.display()));
+    let bad = |why: String| {
+        Error::unavailable(DEPENDENCY, format!("bundle {} is unusable: {why}", bundle.display()))
+    };
     let _ = std::fs::remove_dir_all(dest);
-    std::fs::create_dir_all(dest).map_err(|e| Error::Internal(format!("create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| Error::Internal(format!("create {}: {e}", dest.display())))?;
     let file = File::open(bundle).map_err(|e| bad(format!("open: {e}")))?;
     let dec = zstd::stream::Decoder::new(file).map_err(|e| bad(format!("zstd: {e}")))?;
     let mut archive = tar::Archive::new(dec);
@@ -712,8 +887,11 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<u64> {
         if entry.header().entry_type() != tar::EntryType::Regular {
             return Err(bad("holds something other than plain files".into()));
         }
-        let name = entry.path().map_err(|e| bad(format!("tar: {e}")))?.to_string_lossy().into_owned();
-        let plain = !name.is_empty() && name.len() <= 255 && !name.starts_with("..")
+        let name =
+            entry.path().map_err(|e| bad(format!("tar: {e}")))?.to_string_lossy().into_owned();
+        let plain = !name.is_empty()
+            && name.len() <= 255
+            && !name.starts_with("..")
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !plain {
             return Err(bad(format!("holds a file with the name {name:?}")));
@@ -722,12 +900,19 @@ pub fn unpack(bundle: &Path, dest: &Path) -> Result<u64> {
         total += size;
         files += 1;
         if total > MAX_UNPACKED_BYTES || files > MAX_BUNDLE_FILES {
-            return Err(bad(format!("unpacks to more than {MAX_UNPACKED_BYTES} bytes or {MAX_BUNDLE_FILES} files")));
+            return Err(bad(format!(
+                "unpacks to more than {MAX_UNPACKED_BYTES} bytes or {MAX_BUNDLE_FILES} files"
+            )));
         }
         has_meta |= name == "meta.json";
         let path = dest.join(&name);
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(|e| Error::Internal(format!("create {}: {e}", path.display())))?);
-        let copied = std::io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| bad(format!("{name}: {e}")))?;
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&path)
+                .map_err(|e| Error::Internal(format!("create {}: {e}", path.display())))?,
+        );
+        let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
         out.flush().map_err(|e| Error::Internal(format!("write {}: {e}", path.display())))?;
         if copied != size {
             return Err(bad(format!("{name} is truncated")));
@@ -781,13 +966,22 @@ pub struct Hits {
 impl IndexHandle {
     /// Opens an unpacked index with `MmapDirectory`; a schema other than ours is a 503.
     pub fn open(dir: &Path) -> Result<Self> {
-        let bad = |why: String| Error::unavailable(DEPENDENCY, format!("index at {} does not open: {why}", dir.display()));
+        let bad = |why: String| {
+            Error::unavailable(
+                DEPENDENCY,
+                format!("index at {} does not open: {why}", dir.display()),
+            )
+        };
         let mmap = MmapDirectory::open(dir).map_err(|e| bad(e.to_string()))?;
         let index = Index::open(mmap).map_err(|e| bad(e.to_string()))?;
         if index.schema() != schema() {
             return Err(bad("its schema is not the one this build expects".into()));
         }
-        let reader: IndexReader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| bad(e.to_string()))?;
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| bad(e.to_string()))?;
         let searcher = reader.searcher();
         let mut parser = QueryParser::for_index(&index, vec![TITLE, BODY]);
         parser.set_field_boost(TITLE, TITLE_BOOST);
@@ -797,7 +991,8 @@ impl IndexHandle {
     /// Runs `q`: a syntax error or an unknown field is a 400 naming `q`. CPU work: call from a
     /// blocking thread when the index is large.
     pub fn search(&self, q: &SearchQuery) -> Result<Hits> {
-        let text = self.parser.parse_query(q.q).map_err(|e| Error::bad_param("q", e.to_string()))?;
+        let text =
+            self.parser.parse_query(q.q).map_err(|e| Error::bad_param("q", e.to_string()))?;
         let mut filters: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if let Some(tag) = q.tag {
             let facet = Facet::from_path([tag]);
@@ -806,7 +1001,10 @@ impl IndexHandle {
         }
         if q.from.is_some() || q.to.is_some() {
             let bound = |s: Option<i64>| match s {
-                Some(s) => std::ops::Bound::Included(Term::from_field_date(CREATED_AT, DateTime::from_timestamp_secs(s))),
+                Some(s) => std::ops::Bound::Included(Term::from_field_date(
+                    CREATED_AT,
+                    DateTime::from_timestamp_secs(s),
+                )),
                 None => std::ops::Bound::Unbounded,
             };
             let range = RangeQuery::new(bound(q.from), bound(q.to));
@@ -818,21 +1016,35 @@ impl IndexHandle {
             filters.insert(0, (Occur::Must, text));
             Box::new(BooleanQuery::new(filters))
         };
-        let collector = (Count, TopDocs::with_limit(q.limit.max(1)).and_offset(q.offset).order_by_score());
+        let collector =
+            (Count, TopDocs::with_limit(q.limit.max(1)).and_offset(q.offset).order_by_score());
         let (total, top) = self.searcher.search(&*query, &collector).map_err(|e| match e {
-            tantivy::TantivyError::InvalidArgument(m) | tantivy::TantivyError::SchemaError(m) => Error::bad_param("q", m),
+            tantivy::TantivyError::InvalidArgument(m) | tantivy::TantivyError::SchemaError(m) => {
+                Error::bad_param("q", m)
+            }
             other => Error::Internal(format!("searching {:?}: {other}", q.q)),
         })?;
-        let mut snippets = SnippetGenerator::create(&self.searcher, &*query, BODY).map_err(internal("building the snippet generator"))?;
+        let mut snippets = SnippetGenerator::create(&self.searcher, &*query, BODY)
+            .map_err(internal("building the snippet generator"))?;
         snippets.set_max_num_chars(SNIPPET_CHARS);
         let mut hits = Vec::with_capacity(top.len());
         for (score, addr) in top {
-            let doc: TantivyDocument = self.searcher.doc(addr).map_err(internal("reading a stored document"))?;
+            let doc: TantivyDocument =
+                self.searcher.doc(addr).map_err(internal("reading a stored document"))?;
             let text = |f: Field| doc.get_first(f).and_then(|v| v.as_str()).unwrap_or("");
             let body = text(BODY);
             let snippet = snippets.snippet(body);
-            let snippet = if snippet.is_empty() { escape_html(prefix(body, SNIPPET_CHARS)) } else { snippet.to_html() };
-            hits.push(Hit { id: doc.get_first(ID).and_then(|v| v.as_u64()).unwrap_or(0), title: text(TITLE).to_string(), score, snippet });
+            let snippet = if snippet.is_empty() {
+                escape_html(prefix(body, SNIPPET_CHARS))
+            } else {
+                snippet.to_html()
+            };
+            hits.push(Hit {
+                id: doc.get_first(ID).and_then(|v| v.as_u64()).unwrap_or(0),
+                title: text(TITLE).to_string(),
+                score,
+                snippet,
+            });
         }
         Ok(Hits { total: total as u64, hits })
     }
@@ -870,13 +1082,20 @@ mod tests {
     use super::*;
 
     fn tmp(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("quiver-search-test-{}-{name}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("quiver-search-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         p
     }
 
     fn doc(id: u64, title: &str, body: &str, tags: &[&'static str], created_at: i64) -> Doc {
-        Doc { id, title: title.into(), body: body.into(), tags: tags.iter().map(|t| Cow::Borrowed(*t)).collect(), created_at: Some(created_at) }
+        Doc {
+            id,
+            title: title.into(),
+            body: body.into(),
+            tags: tags.iter().map(|t| Cow::Borrowed(*t)).collect(),
+            created_at: Some(created_at),
+        }
     }
 
     fn q(q: &str) -> SearchQuery<'_> {
@@ -919,11 +1138,34 @@ mod tests {
     fn build_pack_unpack_and_search() {
         let dir = tmp("roundtrip");
         let docs = vec![
-            doc(1, "Rust & <Tantivy>", "Search engines in Rust are fast. Rust is safe.", &["rust"], 100),
-            doc(2, "Cooking", "A recipe with no engines at all, only pasta and basil.", &["food"], 200),
-            doc(3, "Engines", "Steam engines and search trees, side by side.", &["rust", "history"], 300),
+            doc(
+                1,
+                "Rust & <Tantivy>",
+                "Search engines in Rust are fast. Rust is safe.",
+                &["rust"],
+                100,
+            ),
+            doc(
+                2,
+                "Cooking",
+                "A recipe with no engines at all, only pasta and basil.",
+                &["food"],
+                200,
+            ),
+            doc(
+                3,
+                "Engines",
+                "Steam engines and search trees, side by side.",
+                &["rust", "history"],
+                300,
+            ),
         ];
-        let built = build(&dir.join("index"), docs.into_iter().map(Ok), &BuildOptions::for_memory(Some(256))).unwrap();
+        let built = build(
+            &dir.join("index"),
+            docs.into_iter().map(Ok),
+            &BuildOptions::for_memory(Some(256)),
+        )
+        .unwrap();
         assert_eq!(built.docs, 3);
         let size = pack(&dir.join("index"), &dir.join(BUNDLE)).unwrap();
         assert!(size > 0);
@@ -941,7 +1183,9 @@ mod tests {
         assert_eq!(r.hits[0].title, "Rust & <Tantivy>");
         let r = h.search(&SearchQuery { tag: Some("rust"), ..q("engines") }).unwrap();
         assert_eq!(r.total, 2);
-        let r = h.search(&SearchQuery { from: Some(150), to: Some(250), ..q("engines OR pasta") }).unwrap();
+        let r = h
+            .search(&SearchQuery { from: Some(150), to: Some(250), ..q("engines OR pasta") })
+            .unwrap();
         assert_eq!(r.hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![2]);
         assert_eq!(h.search(&q("title:(")).unwrap_err().status(), 400);
         assert_eq!(h.search(&q("nosuchfield:x")).unwrap_err().status(), 400);
@@ -968,10 +1212,13 @@ mod tests {
         assert_eq!(first.created_at, Some(1_767_312_000));
         let e = docs[1].as_ref().unwrap_err().to_string();
         assert!(e.contains("line 3: title"), "{e}");
-        let dup = "{\"id\":1,\"title\":\"a\",\"body\":\"b\"}\n{\"id\":1,\"title\":\"a\",\"body\":\"b\"}";
+        let dup =
+            "{\"id\":1,\"title\":\"a\",\"body\":\"b\"}\n{\"id\":1,\"title\":\"a\",\"body\":\"b\"}";
         let e = JsonlDocs::new(dup.as_bytes()).nth(1).unwrap().unwrap_err().to_string();
         assert!(e.contains("line 2: id"), "{e}");
-        let e = parse_doc(br#"{"id":1,"title":"a","body":"b","tags":["a/b"]}"#, 9).unwrap_err().to_string();
+        let e = parse_doc(br#"{"id":1,"title":"a","body":"b","tags":["a/b"]}"#, 9)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 9: tags[0]"), "{e}");
     }
 
@@ -989,7 +1236,6 @@ mod tests {
         assert_eq!(d.tags, vec![Cow::Borrowed("memory")]);
     }
 
-
     #[test]
     #[ignore]
     fn zz_phases() {
@@ -998,22 +1244,48 @@ mod tests {
                 let dir = tmp(&format!("phases-{round}-{threads}"));
                 std::fs::create_dir_all(&dir).unwrap();
                 let t0 = Instant::now();
-                let index = Index::create(ScratchDirectory::open(&dir).unwrap(), schema(), Default::default()).unwrap();
-                let options = IndexWriterOptions::builder().memory_budget_per_thread(500 << 20).num_worker_threads(threads).num_merge_threads(1).build();
+                let index = Index::create(
+                    ScratchDirectory::open(&dir).unwrap(),
+                    schema(),
+                    Default::default(),
+                )
+                .unwrap();
+                let options = IndexWriterOptions::builder()
+                    .memory_budget_per_thread(500 << 20)
+                    .num_worker_threads(threads)
+                    .num_merge_threads(1)
+                    .build();
                 let mut writer: IndexWriter<Doc> = index.writer_with_options(options).unwrap();
                 writer.set_merge_policy(Box::new(NoMergePolicy));
                 let t1 = Instant::now();
-                for i in 0..10_000 { writer.add_document(reference_doc(i)).unwrap(); }
+                for i in 0..10_000 {
+                    writer.add_document(reference_doc(i)).unwrap();
+                }
                 let t2 = Instant::now();
                 writer.commit().unwrap();
                 let t3 = Instant::now();
-                eprintln!("threads {threads}: create {:.1} add {:.1} commit {:.1} total {:.1}", (t1-t0).as_secs_f64()*1e3, (t2-t1).as_secs_f64()*1e3, (t3-t2).as_secs_f64()*1e3, (t3-t0).as_secs_f64()*1e3);
+                eprintln!(
+                    "threads {threads}: create {:.1} add {:.1} commit {:.1} total {:.1}",
+                    (t1 - t0).as_secs_f64() * 1e3,
+                    (t2 - t1).as_secs_f64() * 1e3,
+                    (t3 - t2).as_secs_f64() * 1e3,
+                    (t3 - t0).as_secs_f64() * 1e3
+                );
                 let t = Instant::now();
                 let ram = Index::create_in_ram(schema());
-                let mut w: IndexWriter<Doc> = ram.writer_with_options(IndexWriterOptions::builder().memory_budget_per_thread(500 << 20).num_worker_threads(threads).build()).unwrap();
-                for i in 0..10_000 { w.add_document(reference_doc(i)).unwrap(); }
+                let mut w: IndexWriter<Doc> = ram
+                    .writer_with_options(
+                        IndexWriterOptions::builder()
+                            .memory_budget_per_thread(500 << 20)
+                            .num_worker_threads(threads)
+                            .build(),
+                    )
+                    .unwrap();
+                for i in 0..10_000 {
+                    w.add_document(reference_doc(i)).unwrap();
+                }
                 w.commit().unwrap();
-                eprintln!("threads {threads}: ram total {:.1}", t.elapsed().as_secs_f64()*1e3);
+                eprintln!("threads {threads}: ram total {:.1}", t.elapsed().as_secs_f64() * 1e3);
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
@@ -1045,7 +1317,9 @@ mod tests {
             let open_ms = t.elapsed().as_secs_f64() * 1e3;
             let t = Instant::now();
             let mut total = 0;
-            for _ in 0..100 { total += h.search(&q("performance search")).unwrap().total; }
+            for _ in 0..100 {
+                total += h.search(&q("performance search")).unwrap().total;
+            }
             let s_us = t.elapsed().as_secs_f64() * 1e4;
             eprintln!("{name} {n} t={threads}: gen {gen_ms:.1} ms ({gen} B), index {:.1} ms ({:.0}/s) segs {} merge {:.1} ms, pack {pack_ms:.1} ms {size} B, unpack+open {open_ms:.1} ms, search {s_us:.1} us ({total})", b.index_ms, b.docs_per_s, b.segments, b.merge_ms);
             let _ = std::fs::remove_dir_all(&dir);

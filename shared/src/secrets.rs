@@ -34,7 +34,12 @@ pub async fn resolve_database_url(cfg: &mut Config) -> Result<(), ConfigError> {
     let started = Instant::now();
     let secret = match tokio::time::timeout(limit, fetch(&arn, &cfg.region, limit)).await {
         Ok(secret) => secret?,
-        Err(_) => return Err(error(format!("reading secret {arn} timed out after {} ms", limit.as_millis()))),
+        Err(_) => {
+            return Err(error(format!(
+                "reading secret {arn} timed out after {} ms",
+                limit.as_millis()
+            )))
+        }
     };
     cfg.database_url = Some(database_url_from_secret(&secret)?);
     // The ARN and the time only: the URL holds the password.
@@ -60,7 +65,8 @@ pub fn database_url_from_secret(secret: &str) -> Result<String, ConfigError> {
 
 fn url_from_rds_json(secret: &str) -> Result<String, ConfigError> {
     // serde_json's own message is never shown: it quotes the text near the error, which may be the password.
-    let json: Value = serde_json::from_str(secret).map_err(|_| error("the secret starts with '{' but is not valid JSON"))?;
+    let json: Value = serde_json::from_str(secret)
+        .map_err(|_| error("the secret starts with '{' but is not valid JSON"))?;
     let field = |name: &str| match json.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -69,17 +75,27 @@ fn url_from_rds_json(secret: &str) -> Result<String, ConfigError> {
     let required = |name: &str| {
         field(name).ok_or_else(|| error(format!("the secret's JSON has no {name:?} (expected username, password, host, port, dbname)")))
     };
-    let (username, password, host) = (required("username")?, required("password")?, required("host")?);
+    let (username, password, host) =
+        (required("username")?, required("password")?, required("host")?);
     let port = match field("port") {
         None => 5432,
-        Some(p) => p.parse::<u16>().map_err(|_| error("the secret's \"port\" is not a port number"))?,
+        Some(p) => {
+            p.parse::<u16>().map_err(|_| error("the secret's \"port\" is not a port number"))?
+        }
     };
     let dbname = field("dbname").unwrap_or_else(|| "postgres".into());
     let sslmode = field("sslmode").unwrap_or_else(|| "require".into());
 
     // An IPv6 address goes in brackets; anything else must parse as a host on its own.
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
-    let url = format!("postgres://{}:{}@{host}:{port}/{}?sslmode={}", encode(&username), encode(&password), encode(&dbname), encode(&sslmode));
+    let host =
+        if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let url = format!(
+        "postgres://{}:{}@{host}:{port}/{}?sslmode={}",
+        encode(&username),
+        encode(&password),
+        encode(&dbname),
+        encode(&sslmode)
+    );
     match url::Url::parse(&url) {
         Ok(u) if u.host_str() == Some(host.as_str()) => Ok(url),
         _ => Err(error(format!("the secret's \"host\" {host:?} is not a host name"))),
@@ -92,7 +108,9 @@ fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -101,7 +119,11 @@ fn encode(s: &str) -> String {
 
 async fn fetch(arn: &str, default_region: &str, limit: Duration) -> Result<String, ConfigError> {
     // A full ARN names its region; a plain secret name lives in the function's own.
-    let region = arn.strip_prefix("arn:").and_then(|rest| rest.split(':').nth(2)).filter(|r| !r.is_empty()).unwrap_or(default_region);
+    let region = arn
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split(':').nth(2))
+        .filter(|r| !r.is_empty())
+        .unwrap_or(default_region);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(limit.min(Duration::from_secs(2)))
         .operation_attempt_timeout(limit)
@@ -159,13 +181,17 @@ mod tests {
         assert!(url.ends_with(".rds.amazonaws.com:6432/quiver?sslmode=require"), "{url}");
         let url = database_url_from_secret(&rds_json("")).unwrap();
         assert!(url.contains(":5432/"), "{url}");
-        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"10.0.1.5"}"#).unwrap();
+        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"10.0.1.5"}"#)
+            .unwrap();
         assert_eq!(url, "postgres://u:p@10.0.1.5:5432/postgres?sslmode=require");
     }
 
     #[test]
     fn the_json_shape_may_choose_its_sslmode() {
-        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"db","sslmode":"verify-full"}"#).unwrap();
+        let url = database_url_from_secret(
+            r#"{"username":"u","password":"p","host":"db","sslmode":"verify-full"}"#,
+        )
+        .unwrap();
         assert_eq!(url, "postgres://u:p@db:5432/postgres?sslmode=verify-full");
     }
 
@@ -181,9 +207,11 @@ mod tests {
         let e = database_url_from_secret(missing_host).unwrap_err();
         assert_eq!(e.var, VAR);
         assert!(e.problem.contains("\"host\""), "{e}");
-        let e = database_url_from_secret(r#"{"username":"u","password":"hunter2","host":"db/x"}"#).unwrap_err();
+        let e = database_url_from_secret(r#"{"username":"u","password":"hunter2","host":"db/x"}"#)
+            .unwrap_err();
         assert!(e.problem.contains("not a host name"), "{e}");
-        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"fd00::5"}"#).unwrap();
+        let url = database_url_from_secret(r#"{"username":"u","password":"p","host":"fd00::5"}"#)
+            .unwrap();
         assert_eq!(url, "postgres://u:p@[fd00::5]:5432/postgres?sslmode=require");
         let bad = [
             r#"{"username":"quiver","password":"hunter2","host":"h","port":"hunter2"}"#.to_string(),
@@ -211,17 +239,25 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_is_fetched_without_a_secret_or_when_a_url_is_given() {
-        let vars = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
         let mut cfg = Config::from_vars(&vars(&[])).unwrap();
         resolve_database_url(&mut cfg).await.unwrap();
         assert_eq!(cfg.database_url, None);
 
         let mut cfg = Config::from_vars(&vars(&[
-            ("QUIVER_DATABASE_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:quiver-db-AbCdEf"),
+            (
+                "QUIVER_DATABASE_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:quiver-db-AbCdEf",
+            ),
             ("QUIVER_DATABASE_URL", "postgres://quiver:quiver@127.0.0.1:55432/quiver"),
         ]))
         .unwrap();
         resolve_database_url(&mut cfg).await.unwrap();
-        assert_eq!(cfg.database_url.as_deref(), Some("postgres://quiver:quiver@127.0.0.1:55432/quiver"));
+        assert_eq!(
+            cfg.database_url.as_deref(),
+            Some("postgres://quiver:quiver@127.0.0.1:55432/quiver")
+        );
     }
 }

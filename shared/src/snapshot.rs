@@ -79,8 +79,13 @@ impl Settings {
     }
 
     /// Reads the variables from a map; tests use this instead of the process environment.
-    pub fn from_vars(cfg: &Config, vars: &HashMap<String, String>) -> std::result::Result<Self, ConfigError> {
-        let num = |var: &'static str, default: u64, min: u64, max: u64| crate::config::setting_in(vars, var, default, min..=max);
+    pub fn from_vars(
+        cfg: &Config,
+        vars: &HashMap<String, String>,
+    ) -> std::result::Result<Self, ConfigError> {
+        let num = |var: &'static str, default: u64, min: u64, max: u64| {
+            crate::config::setting_in(vars, var, default, min..=max)
+        };
         let tmp_dir = PathBuf::from(&cfg.tmp_dir);
         Ok(Settings {
             prefix: PREFIX.to_string(),
@@ -136,7 +141,8 @@ impl DuckSettings {
             .and_then(|c| c.max_memory(&format!("{}MB", self.memory_limit_mb)))
             .and_then(|c| c.with("temp_directory", self.temp_dir.to_string_lossy()))
             .map_err(|e| Error::Internal(format!("DuckDB settings: {e}")))?;
-        Connection::open_in_memory_with_flags(config).map_err(|e| Error::unavailable(NAME, format!("opening DuckDB: {e}")))
+        Connection::open_in_memory_with_flags(config)
+            .map_err(|e| Error::unavailable(NAME, format!("opening DuckDB: {e}")))
     }
 }
 
@@ -198,13 +204,26 @@ const STATS_SQL: &str = "SELECT count(*), min(created_at), max(created_at) FROM 
 /// Exports `user_events` (within `window`) to Parquet, publishes it under `settings.prefix`
 /// and prunes old versions. The whole export is bounded by `settings.export_timeout`.
 #[cfg(all(feature = "pg", feature = "s3"))]
-pub async fn export(pg: &crate::pg::Pg, storage: &crate::storage::Storage, settings: &Settings, window: &Window) -> Result<ExportReport> {
+pub async fn export(
+    pg: &crate::pg::Pg,
+    storage: &crate::storage::Storage,
+    settings: &Settings,
+    window: &Window,
+) -> Result<ExportReport> {
     let started = Instant::now();
     let version = crate::artifact::new_version();
     let dir = settings.tmp_dir.join(format!("quiver-export-{version}"));
-    let result = match tokio::time::timeout(settings.export_timeout, export_into(pg, storage, settings, window, &version, &dir)).await {
+    let result = match tokio::time::timeout(
+        settings.export_timeout,
+        export_into(pg, storage, settings, window, &version, &dir),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(_) => Err(Error::unavailable(NAME, format!("the export timed out after {} s", settings.export_timeout.as_secs()))),
+        Err(_) => Err(Error::unavailable(
+            NAME,
+            format!("the export timed out after {} s", settings.export_timeout.as_secs()),
+        )),
     };
     let _ = tokio::fs::remove_dir_all(&dir).await;
     let mut report = result?;
@@ -226,27 +245,45 @@ async fn export_into(
     let started = Instant::now();
     let mut c = pg.client().await?;
     let tx = pg
-        .timed("begin export", c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start())
+        .timed(
+            "begin export",
+            c.build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
         .await?;
     // The connection's statement_timeout is sized for API calls; the cursor lives as long as the export.
     let limit_ms = settings.export_timeout.as_millis() as u64;
-    pg.timed("export timeout", tx.batch_execute(&format!("SET LOCAL statement_timeout = {limit_ms}"))).await?;
-    let stats = pg.timed("export count", tx.query_one(STATS_SQL, &[&window.from, &window.to])).await?;
-    let (count, min, max): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (stats.get(0), stats.get(1), stats.get(2));
+    pg.timed(
+        "export timeout",
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {limit_ms}")),
+    )
+    .await?;
+    let stats =
+        pg.timed("export count", tx.query_one(STATS_SQL, &[&window.from, &window.to])).await?;
+    let (count, min, max): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        (stats.get(0), stats.get(1), stats.get(2));
     let partitioned = match (min, max) {
-        (Some(a), Some(b)) => a.timestamp_micros().div_euclid(DAY_US) != b.timestamp_micros().div_euclid(DAY_US),
+        (Some(a), Some(b)) => {
+            a.timestamp_micros().div_euclid(DAY_US) != b.timestamp_micros().div_euclid(DAY_US)
+        }
         _ => false,
     };
 
-    tokio::fs::create_dir_all(dir).await.map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
-    let (tx_rows, rx_rows) = tokio::sync::mpsc::channel::<Vec<tokio_postgres::Row>>(BATCHES_IN_FLIGHT);
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+    let (tx_rows, rx_rows) =
+        tokio::sync::mpsc::channel::<Vec<tokio_postgres::Row>>(BATCHES_IN_FLIGHT);
     let writer = {
         let (duck, dir) = (settings.duck.clone(), dir.to_path_buf());
         tokio::task::spawn_blocking(move || PartWriter::run(&duck, &dir, partitioned, rx_rows))
     };
     let fetched: Result<()> = async {
         let stmt = pg.timed("prepare export", tx.prepare(EXPORT_SQL)).await?;
-        let portal = pg.timed("open export cursor", tx.bind(&stmt, &[&window.from, &window.to])).await?;
+        let portal =
+            pg.timed("open export cursor", tx.bind(&stmt, &[&window.from, &window.to])).await?;
         loop {
             let rows = pg.timed("fetch export rows", tx.query_portal(&portal, FETCH_ROWS)).await?;
             if rows.is_empty() {
@@ -265,12 +302,15 @@ async fn export_into(
     let (files, rows) = written?;
     pg.timed("end export", tx.commit()).await?;
     if rows != count as u64 {
-        return Err(Error::Internal(format!("exported {rows} rows but the snapshot holds {count}")));
+        return Err(Error::Internal(format!(
+            "exported {rows} rows but the snapshot holds {count}"
+        )));
     }
     let export_ms = ms(started.elapsed());
 
     let uploaded = Instant::now();
-    let schema: Vec<_> = SCHEMA.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
+    let schema: Vec<_> =
+        SCHEMA.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
     let meta = serde_json::json!({
         "table": "user_events",
         "row_count": rows,
@@ -280,15 +320,17 @@ async fn export_into(
         "partitioned_by": if partitioned { Some("dt") } else { None },
         "schema": schema,
     });
-    let manifest = crate::artifact::publish(storage, &settings.prefix, version, &files, meta).await?;
-    let deleted = match crate::artifact::retain(storage, &settings.prefix, settings.keep, version).await {
-        Ok(d) => d,
-        Err(e) => {
-            // The new version is live; pruning is retried by the next export.
-            tracing::warn!(prefix = %settings.prefix, error = %e, "retention failed");
-            Vec::new()
-        }
-    };
+    let manifest =
+        crate::artifact::publish(storage, &settings.prefix, version, &files, meta).await?;
+    let deleted =
+        match crate::artifact::retain(storage, &settings.prefix, settings.keep, version).await {
+            Ok(d) => d,
+            Err(e) => {
+                // The new version is live; pruning is retried by the next export.
+                tracing::warn!(prefix = %settings.prefix, error = %e, "retention failed");
+                Vec::new()
+            }
+        };
     Ok(ExportReport {
         version: version.to_string(),
         prefix: settings.prefix.clone(),
@@ -335,7 +377,16 @@ impl<'a> PartWriter<'a> {
     ) -> Result<(Vec<(String, PathBuf)>, u64)> {
         let conn = duck.open()?;
         conn.execute_batch(CHUNK_DDL).map_err(duck_err("create the export table"))?;
-        let mut w = PartWriter { conn, dir, partitioned, in_chunk: 0, last_day: None, seq: 0, rows: 0, files: Vec::new() };
+        let mut w = PartWriter {
+            conn,
+            dir,
+            partitioned,
+            in_chunk: 0,
+            last_day: None,
+            seq: 0,
+            rows: 0,
+            files: Vec::new(),
+        };
         while let Some(batch) = rx.blocking_recv() {
             w.write(&batch)?;
         }
@@ -359,7 +410,8 @@ impl<'a> PartWriter<'a> {
             let mut end = start;
             while end < batch.len() {
                 let day = Self::created_us(&batch[end])?.div_euclid(DAY_US);
-                let full = self.in_chunk >= 2 * ROWS_PER_PART || (self.in_chunk >= ROWS_PER_PART && self.last_day != Some(day));
+                let full = self.in_chunk >= 2 * ROWS_PER_PART
+                    || (self.in_chunk >= ROWS_PER_PART && self.last_day != Some(day));
                 if full {
                     break;
                 }
@@ -414,8 +466,12 @@ impl<'a> PartWriter<'a> {
         self.seq += 1;
         if self.partitioned {
             let days: Vec<i64> = {
-                let mut st = self.conn.prepare("SELECT DISTINCT day FROM chunk ORDER BY day").map_err(duck_err("export days"))?;
-                let rows = st.query_map([], |r| r.get::<_, i64>(0)).map_err(duck_err("export days"))?;
+                let mut st = self
+                    .conn
+                    .prepare("SELECT DISTINCT day FROM chunk ORDER BY day")
+                    .map_err(duck_err("export days"))?;
+                let rows =
+                    st.query_map([], |r| r.get::<_, i64>(0)).map_err(duck_err("export days"))?;
                 rows.collect::<duckdb::Result<_>>().map_err(duck_err("export days"))?
             };
             for day in days {
@@ -427,7 +483,10 @@ impl<'a> PartWriter<'a> {
                 std::fs::create_dir_all(path.parent().expect("a partition directory"))
                     .map_err(|e| Error::Internal(format!("create {}: {e}", path.display())))?;
                 // `day` is our own integer and the path our own; COPY TO takes no bound parameters.
-                let sql = format!("COPY (SELECT {cols} FROM chunk WHERE day = {day}) TO {} {opts}", sql_string(&path));
+                let sql = format!(
+                    "COPY (SELECT {cols} FROM chunk WHERE day = {day}) TO {} {opts}",
+                    sql_string(&path)
+                );
                 self.conn.execute_batch(&sql).map_err(duck_err("write a Parquet part"))?;
                 self.files.push((name, path));
             }
@@ -439,7 +498,9 @@ impl<'a> PartWriter<'a> {
             self.files.push((name, path));
         }
         // Dropping the table (rather than deleting rows) gives its memory back at once.
-        self.conn.execute_batch(&format!("DROP TABLE chunk; {CHUNK_DDL}")).map_err(duck_err("reset the export table"))?;
+        self.conn
+            .execute_batch(&format!("DROP TABLE chunk; {CHUNK_DDL}"))
+            .map_err(duck_err("reset the export table"))?;
         self.in_chunk = 0;
         Ok(())
     }
@@ -457,7 +518,9 @@ fn valid_part_name(name: &str) -> bool {
         None => (None, name),
     };
     let dt_ok = dt.is_none_or(|d| {
-        d.strip_prefix("dt=").is_some_and(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok() && d.len() == 10)
+        d.strip_prefix("dt=").is_some_and(|d| {
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok() && d.len() == 10
+        })
     });
     let file_ok = file
         .strip_prefix("part-")
@@ -480,13 +543,28 @@ impl Duck {
         let root = settings.open()?;
         // DuckDB sets itself up on the first statement that creates a table (5 ms here); do it now,
         // while the snapshot's files are still downloading, not when they are loaded.
-        root.execute_batch("CREATE TEMP TABLE quiver_warm AS SELECT 1 AS x; DROP TABLE quiver_warm").map_err(duck_err("warm up DuckDB"))?;
-        tracing::info!(threads = settings.threads, memory_limit_mb = settings.memory_limit_mb, ms = ms(started.elapsed()), "DuckDB opened");
-        Ok(Arc::new(Duck { root: Mutex::new(root), idle: Mutex::new(Vec::new()), tables: AtomicU64::new(0) }))
+        root.execute_batch(
+            "CREATE TEMP TABLE quiver_warm AS SELECT 1 AS x; DROP TABLE quiver_warm",
+        )
+        .map_err(duck_err("warm up DuckDB"))?;
+        tracing::info!(
+            threads = settings.threads,
+            memory_limit_mb = settings.memory_limit_mb,
+            ms = ms(started.elapsed()),
+            "DuckDB opened"
+        );
+        Ok(Arc::new(Duck {
+            root: Mutex::new(root),
+            idle: Mutex::new(Vec::new()),
+            tables: AtomicU64::new(0),
+        }))
     }
 
     /// Runs `f` on a pooled connection (blocking: call from `spawn_blocking`).
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> duckdb::Result<T>) -> duckdb::Result<T> {
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> duckdb::Result<T>,
+    ) -> duckdb::Result<T> {
         let conn = self.idle.lock().expect("duck pool").pop();
         let conn = match conn {
             Some(c) => c,
@@ -504,7 +582,13 @@ impl Duck {
     /// Loads a verified snapshot (the part files `names` under `dir`) into a new in-memory table
     /// (blocking). A file DuckDB cannot read, or a row count other than `expected_rows`, is a 503
     /// naming the version.
-    pub fn load(self: &Arc<Self>, version: &str, names: &[&str], dir: &Path, expected_rows: Option<i64>) -> Result<Table> {
+    pub fn load(
+        self: &Arc<Self>,
+        version: &str,
+        names: &[&str],
+        dir: &Path,
+        expected_rows: Option<i64>,
+    ) -> Result<Table> {
         let started = Instant::now();
         let v = version;
         if names.is_empty() {
@@ -513,13 +597,20 @@ impl Duck {
         let mut paths = Vec::with_capacity(names.len());
         for name in names {
             if !valid_part_name(name) {
-                return Err(Error::unavailable(NAME, format!("version {v} lists an unexpected file {name:?}")));
+                return Err(Error::unavailable(
+                    NAME,
+                    format!("version {v} lists an unexpected file {name:?}"),
+                ));
             }
             paths.push(sql_string(&dir.join(name)));
         }
         let name = format!("snap_{}", self.tables.fetch_add(1, Ordering::Relaxed));
         let files = format!("read_parquet([{}], hive_partitioning = false)", paths.join(", "));
-        let codes: String = EventType::ALL.iter().enumerate().map(|(k, t)| format!(" WHEN '{}' THEN {k}", t.as_str())).collect();
+        let codes: String = EventType::ALL
+            .iter()
+            .enumerate()
+            .map(|(k, t)| format!(" WHEN '{}' THEN {k}", t.as_str()))
+            .collect();
         // Only the columns the queries read, with the event type as a small code and the page as
         // an id numbered in URL order (so ordering by id is ordering by URL): the aggregates then
         // compare integers instead of strings, 3-4x faster. Rows are kept in time order so that
@@ -536,13 +627,20 @@ impl Duck {
         let loaded = self.with_conn(|c| {
             let result = (|| {
                 c.execute_batch(&sql)?;
-                let mut st = c.prepare(&format!("SELECT page_url FROM {name}_pages ORDER BY id"))?;
-                let pages = st.query_map([], |r| r.get::<_, String>(0))?.collect::<duckdb::Result<Vec<_>>>()?;
-                let rows = c.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| r.get::<_, i64>(0))?;
+                let mut st =
+                    c.prepare(&format!("SELECT page_url FROM {name}_pages ORDER BY id"))?;
+                let pages = st
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<duckdb::Result<Vec<_>>>()?;
+                let rows = c.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
                 Ok((pages, rows))
             })();
             // Temp tables belong to this connection; the names live on in Rust.
-            let _ = c.execute_batch(&format!("DROP TABLE IF EXISTS {name}_pages; DROP TABLE IF EXISTS {name}_raw"));
+            let _ = c.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {name}_pages; DROP TABLE IF EXISTS {name}_raw"
+            ));
             result
         });
         let (pages, rows) = loaded.map_err(|e| {
@@ -552,7 +650,10 @@ impl Duck {
         let table = Table { duck: self.clone(), name, rows, pages };
         if let Some(expected) = expected_rows {
             if expected != rows {
-                return Err(Error::unavailable(NAME, format!("version {v} holds {rows} rows, its manifest says {expected}")));
+                return Err(Error::unavailable(
+                    NAME,
+                    format!("version {v} holds {rows} rows, its manifest says {expected}"),
+                ));
             }
         }
         tracing::info!(version = %v, rows, table = %table.name, ms = ms(started.elapsed()), "snapshot loaded into DuckDB");
@@ -600,7 +701,8 @@ fn where_clause(f: &Filters) -> (String, Vec<Value>) {
         parts.push("et = ?");
         args.push(Value::UTinyInt(code(t)));
     }
-    let sql = if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
+    let sql =
+        if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
     (sql, args)
 }
 
@@ -622,13 +724,22 @@ impl Table {
                     (SELECT count(*) FROM (SELECT user_id FROM {t}{w} GROUP BY user_id)) \
              FROM {t}{w} GROUP BY et"
         );
-        type Group = (Option<u8>, i64, Option<f64>, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i64);
+        type Group =
+            (Option<u8>, i64, Option<f64>, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i64);
         let groups: Vec<Group> = self
             .duck
             .with_conn(|c| {
                 let mut st = c.prepare_cached(&sql)?;
                 let rows = st.query_map(duckdb::params_from_iter(args.iter()), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
                 })?;
                 rows.collect()
             })
@@ -667,13 +778,17 @@ impl Table {
             .duck
             .with_conn(|c| {
                 let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(duckdb::params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let rows = st.query_map(duckdb::params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
                 rows.collect()
             })
             .map_err(|e| Error::Internal(format!("DuckDB funnel over {}: {e}", self.name)))?;
         rows.into_iter()
             .map(|(id, v, c, k)| {
-                let url = self.pages.get(id as usize).ok_or_else(|| Error::Internal(format!("page id {id} is not in {}", self.name)))?;
+                let url = self.pages.get(id as usize).ok_or_else(|| {
+                    Error::Internal(format!("page id {id} is not in {}", self.name))
+                })?;
                 Ok(FunnelRow::new(url.clone(), v, c, k))
             })
             .collect()
@@ -694,7 +809,12 @@ impl Snapshots {
     pub fn new(storage: crate::storage::Storage, settings: &Settings) -> Self {
         let dir = settings.tmp_dir.join("quiver-snapshots").join(settings.prefix.replace('/', "_"));
         Snapshots {
-            tracker: crate::artifact::Tracker::new(storage, &settings.prefix, dir, settings.check_every),
+            tracker: crate::artifact::Tracker::new(
+                storage,
+                &settings.prefix,
+                dir,
+                settings.check_every,
+            ),
             duck: tokio::sync::OnceCell::new(),
             settings: settings.duck.clone(),
         }
@@ -704,7 +824,9 @@ impl Snapshots {
         self.duck
             .get_or_try_init(|| async {
                 let s = self.settings.clone();
-                tokio::task::spawn_blocking(move || Duck::open(&s)).await.map_err(|e| Error::Internal(format!("opening DuckDB: {e}")))?
+                tokio::task::spawn_blocking(move || Duck::open(&s))
+                    .await
+                    .map_err(|e| Error::Internal(format!("opening DuckDB: {e}")))?
             })
             .await
             .cloned()
@@ -720,8 +842,8 @@ impl Snapshots {
                     let expected = manifest.meta.get("row_count").and_then(|n| n.as_i64());
                     duck.load(&manifest.version, &names, &dir, expected)
                 })
-                    .await
-                    .map_err(|e| Error::Internal(format!("loading a snapshot: {e}")))?
+                .await
+                .map_err(|e| Error::Internal(format!("loading a snapshot: {e}")))?
             })
             .await
     }
@@ -760,14 +882,25 @@ mod tests {
     fn only_part_files_are_opened() {
         assert!(valid_part_name("part-00000.parquet"));
         assert!(valid_part_name("dt=2026-10-01/part-00012.parquet"));
-        for bad in ["../etc/passwd", "dt=2026-10-01/../../x.parquet", "part-.parquet", "dt=yesterday/part-1.parquet", "/abs/part-1.parquet", "part-1.csv"] {
+        for bad in [
+            "../etc/passwd",
+            "dt=2026-10-01/../../x.parquet",
+            "part-.parquet",
+            "dt=yesterday/part-1.parquet",
+            "/abs/part-1.parquet",
+            "part-1.csv",
+        ] {
             assert!(!valid_part_name(bad), "{bad}");
         }
     }
 
     #[test]
     fn filters_become_bound_parameters() {
-        let f = Filters { from: DateTime::from_timestamp_micros(1), to: None, event_type: Some(EventType::Click) };
+        let f = Filters {
+            from: DateTime::from_timestamp_micros(1),
+            to: None,
+            event_type: Some(EventType::Click),
+        };
         let (sql, args) = where_clause(&f);
         assert_eq!(sql, " WHERE created_at >= ? AND et = ?");
         assert_eq!(args.len(), 2);
@@ -777,11 +910,22 @@ mod tests {
     #[test]
     fn settings_name_the_bad_variable() {
         let cfg = Config::from_vars(&HashMap::new()).unwrap();
-        let vars = |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect::<HashMap<_, _>>();
-        assert_eq!(Settings::from_vars(&cfg, &vars("QUIVER_KEEP_VERSIONS", "0")).unwrap_err().var, "QUIVER_KEEP_VERSIONS");
-        assert_eq!(Settings::from_vars(&cfg, &vars("QUIVER_SNAPSHOT_CHECK_S", "x")).unwrap_err().var, "QUIVER_SNAPSHOT_CHECK_S");
+        let vars = |k: &str, v: &str| {
+            [(k.to_string(), v.to_string())].into_iter().collect::<HashMap<_, _>>()
+        };
+        assert_eq!(
+            Settings::from_vars(&cfg, &vars("QUIVER_KEEP_VERSIONS", "0")).unwrap_err().var,
+            "QUIVER_KEEP_VERSIONS"
+        );
+        assert_eq!(
+            Settings::from_vars(&cfg, &vars("QUIVER_SNAPSHOT_CHECK_S", "x")).unwrap_err().var,
+            "QUIVER_SNAPSHOT_CHECK_S"
+        );
         let s = Settings::from_vars(&cfg, &HashMap::new()).unwrap();
-        assert_eq!((s.keep, s.check_every, s.prefix.as_str()), (3, Duration::from_secs(30), PREFIX));
+        assert_eq!(
+            (s.keep, s.check_every, s.prefix.as_str()),
+            (3, Duration::from_secs(30), PREFIX)
+        );
     }
 
     #[test]
@@ -802,19 +946,40 @@ mod tests {
             ))
         })
         .unwrap();
-        assert!(duck.load("v0", &["part-00000.parquet"], &dir, Some(5)).is_err(), "a row count unlike the manifest's");
+        assert!(
+            duck.load("v0", &["part-00000.parquet"], &dir, Some(5)).is_err(),
+            "a row count unlike the manifest's"
+        );
         let t = duck.load("v1", &["part-00000.parquet"], &dir, Some(4)).unwrap();
         let s = t.summary(&Filters::default()).unwrap();
         assert_eq!((s.total_events, s.unique_users, s.avg_duration_ms), (4, 2, Some(150.5)));
         assert_eq!(s.first_event_at.as_deref(), Some("2026-10-01T10:00:00.000000Z"));
         assert_eq!(s.last_event_at.as_deref(), Some("2026-10-02T12:00:00.000000Z"));
-        assert_eq!((s.events_by_type["click"], s.events_by_type["page_view"], s.events_by_type["purchase"]), (1, 2, 0));
-        let from = DateTime::parse_from_rfc3339("2026-10-01T10:30:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(t.summary(&Filters { from: Some(from), ..Default::default() }).unwrap().total_events, 3);
-        let s = t.summary(&Filters { event_type: Some(EventType::Click), ..Default::default() }).unwrap();
+        assert_eq!(
+            (
+                s.events_by_type["click"],
+                s.events_by_type["page_view"],
+                s.events_by_type["purchase"]
+            ),
+            (1, 2, 0)
+        );
+        let from =
+            DateTime::parse_from_rfc3339("2026-10-01T10:30:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(
+            t.summary(&Filters { from: Some(from), ..Default::default() }).unwrap().total_events,
+            3
+        );
+        let s = t
+            .summary(&Filters { event_type: Some(EventType::Click), ..Default::default() })
+            .unwrap();
         assert_eq!((s.total_events, s.unique_users, s.avg_duration_ms), (1, 1, None));
-        let s = t.summary(&Filters { event_type: Some(EventType::Signup), ..Default::default() }).unwrap();
-        assert_eq!((s.total_events, s.unique_users, s.avg_duration_ms, s.first_event_at), (0, 0, None, None));
+        let s = t
+            .summary(&Filters { event_type: Some(EventType::Signup), ..Default::default() })
+            .unwrap();
+        assert_eq!(
+            (s.total_events, s.unique_users, s.avg_duration_ms, s.first_event_at),
+            (0, 0, None, None)
+        );
         // Ties on views are broken by URL.
         let funnel = t.funnel(&Filters::default()).unwrap();
         assert_eq!(funnel[0], FunnelRow::new("/a".into(), 1, 0, 0));
@@ -822,7 +987,9 @@ mod tests {
         assert_eq!(funnel[2], FunnelRow::new("/c".into(), 0, 0, 1));
         let name = t.name().to_string();
         drop(t);
-        let gone = duck.with_conn(|c| c.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| r.get::<_, i64>(0)));
+        let gone = duck.with_conn(|c| {
+            c.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| r.get::<_, i64>(0))
+        });
         assert!(gone.is_err(), "the table is dropped with its last user");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -23,7 +23,10 @@ pub struct Storage {
 impl Storage {
     /// Builds the client; no request is made until the first call.
     pub async fn new(cfg: &Config) -> std::result::Result<Self, ConfigError> {
-        let bucket = cfg.bucket.clone().ok_or(ConfigError { var: "QUIVER_BUCKET", problem: "is not set".into() })?;
+        let bucket = cfg
+            .bucket
+            .clone()
+            .ok_or(ConfigError { var: "QUIVER_BUCKET", problem: "is not set".into() })?;
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(cfg.s3_timeout.min(Duration::from_secs(3)))
             .operation_attempt_timeout(cfg.s3_timeout)
@@ -38,12 +41,22 @@ impl Storage {
         if let Some(endpoint) = &cfg.s3_endpoint {
             b = b.endpoint_url(endpoint).force_path_style(true);
         }
-        Ok(Storage { client: aws_sdk_s3::Client::from_conf(b.build()), bucket, timeout: cfg.s3_timeout })
+        Ok(Storage {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket,
+            timeout: cfg.s3_timeout,
+        })
     }
 
     /// `HeadBucket`: the bucket exists and we may read it.
     pub async fn head_bucket(&self) -> Result<()> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map(|_| ()).map_err(|e| s3_error("HeadBucket", &self.bucket, e))
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| s3_error("HeadBucket", &self.bucket, e))
     }
 }
 

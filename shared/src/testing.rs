@@ -40,7 +40,10 @@ pub fn service_config() -> Config {
 
 /// A TCP port that was free a moment ago, for a private server a test starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A private `valkey-server` (or `redis-server`) on `port`, killed when dropped: for tests that
@@ -61,9 +64,18 @@ impl PrivateValkey {
         Self::spawn(
             port,
             &[
-                "--port", "0", "--tls-port", &port.to_string(),
-                "--tls-cert-file", &path(&certs.cert), "--tls-key-file", &path(&certs.key),
-                "--tls-ca-cert-file", &path(&certs.ca), "--tls-auth-clients", "no",
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &path(&certs.cert),
+                "--tls-key-file",
+                &path(&certs.key),
+                "--tls-ca-cert-file",
+                &path(&certs.ca),
+                "--tls-auth-clients",
+                "no",
             ],
         )
     }
@@ -72,7 +84,9 @@ impl PrivateValkey {
         let bin = ["valkey-server", "redis-server"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
-            .expect("valkey-server or redis-server must be installed (apt-get install -y redis-server)");
+            .expect(
+                "valkey-server or redis-server must be installed (apt-get install -y redis-server)",
+            );
         let mut child = Command::new(bin)
             .args(listen)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -84,7 +98,10 @@ impl PrivateValkey {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("private {bin} exited ({status}) instead of listening on {port}; for TLS it must be built with it (Debian's is)");
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "private {bin} did not start on port {port}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "private {bin} did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         PrivateValkey { child, port }
@@ -105,7 +122,11 @@ impl ScratchDir {
     pub fn new(what: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("quiver-{what}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "quiver-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         ScratchDir(dir)
@@ -132,21 +153,69 @@ impl TestCerts {
         let dir = ScratchDir::new("certs");
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-days",
+                    "2",
+                ])
                 .args(args)
                 .current_dir(&dir.0)
                 .output()
                 .unwrap_or_else(|e| panic!("running openssl (apt-get install -y openssl): {e}"));
-            assert!(out.status.success(), "openssl req {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl req {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         // A CA name of its own, so that two sets' CAs are strangers, not look-alikes.
-        let ca_name = format!("/CN=quiver test CA {}", dir.0.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-        openssl(&["-keyout", "ca.key", "-out", "ca.crt", "-subj", &ca_name,
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-        openssl(&["-keyout", "server.key", "-out", "server.crt", "-subj", "/CN=localhost", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
-            "-addext", "extendedKeyUsage=serverAuth"]);
-        TestCerts { ca: dir.0.join("ca.crt"), cert: dir.0.join("server.crt"), key: dir.0.join("server.key"), _dir: dir }
+        let ca_name = format!(
+            "/CN=quiver test CA {}",
+            dir.0.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        );
+        openssl(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            &ca_name,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        openssl(&[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+            "-subj",
+            "/CN=localhost",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ]);
+        TestCerts {
+            ca: dir.0.join("ca.crt"),
+            cert: dir.0.join("server.crt"),
+            key: dir.0.join("server.key"),
+            _dir: dir,
+        }
     }
 }
 
@@ -169,30 +238,74 @@ impl PrivatePostgres {
         let dir = ScratchDir::new("postgres");
         let data = dir.0.join("data");
         std::fs::write(dir.0.join("pwfile"), Self::PASSWORD).expect("writing the password file");
-        let mut opts = format!("-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", dir.0.display());
+        let mut opts =
+            format!("-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", dir.0.display());
         if let Some(certs) = tls {
-            std::fs::copy(&certs.cert, dir.0.join("server.crt")).expect("copying the server certificate");
+            std::fs::copy(&certs.cert, dir.0.join("server.crt"))
+                .expect("copying the server certificate");
             std::fs::copy(&certs.key, dir.0.join("server.key")).expect("copying the server key");
-            opts += &format!(" -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key", dir.0.display());
+            opts += &format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                dir.0.display()
+            );
         }
         // PostgreSQL refuses to run as root; then everything belongs to the `postgres` user.
         if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0).status().is_ok_and(|s| s.success());
-            assert!(ok, "could not hand {} to the postgres user (apt-get install -y postgresql creates it)", dir.0.display());
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "could not hand {} to the postgres user (apt-get install -y postgresql creates it)",
+                dir.0.display()
+            );
         }
         let key = dir.0.join("server.key");
         if key.exists() {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 600 on the server key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 on the server key");
         }
         let pg = PrivatePostgres { port, bindir, data, dir };
-        pg.run("initdb", &["-D", &pg.data.to_string_lossy(), "-U", "quiver", "-E", "UTF8", "--locale=C", "-N",
-            "--auth=scram-sha-256", &format!("--pwfile={}", pg.dir.0.join("pwfile").display())]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data.to_string_lossy(),
+                "-U",
+                "quiver",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+                "--auth=scram-sha-256",
+                &format!("--pwfile={}", pg.dir.0.join("pwfile").display()),
+            ],
+        );
         let host = if tls.is_some() { "hostssl" } else { "host" };
-        std::fs::write(pg.data.join("pg_hba.conf"), format!("local all all scram-sha-256\n{host} all all 127.0.0.1/32 scram-sha-256\n"))
-            .expect("writing pg_hba.conf");
+        std::fs::write(
+            pg.data.join("pg_hba.conf"),
+            format!("local all all scram-sha-256\n{host} all all 127.0.0.1/32 scram-sha-256\n"),
+        )
+        .expect("writing pg_hba.conf");
         let log = pg.dir.0.join("postgres.log");
-        pg.run("pg_ctl", &["-D", &pg.data.to_string_lossy(), "-l", &log.to_string_lossy(), "-w", "-t", "30", "-o", &opts, "start"]);
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &pg.data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
         pg
     }
 
@@ -213,16 +326,30 @@ impl PrivatePostgres {
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        let out = self
+            .command(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
         let log = std::fs::read_to_string(self.dir.0.join("postgres.log")).unwrap_or_default();
-        assert!(out.status.success(), "{tool} failed: {}{}\n{log}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         // No panic here: this may run while a failed test unwinds.
-        let _ = self.command("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
     }
 }
 
@@ -234,7 +361,9 @@ fn is_root() -> bool {
 /// The directory of `initdb` and `pg_ctl`: `PATH` first, then the newest of Debian's versions.
 fn pg_bindir() -> PathBuf {
     let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
-    if let Some(d) = std::env::var_os("PATH").iter().flat_map(std::env::split_paths).find(|d| has_tools(d)) {
+    if let Some(d) =
+        std::env::var_os("PATH").iter().flat_map(std::env::split_paths).find(|d| has_tools(d))
+    {
         return d;
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -260,7 +389,10 @@ pub fn unique_midnight_us() -> i64 {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let base = *BASE.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         crate::generate::Rng::new(nanos ^ (std::process::id() as u64) << 32).next_u64()
     });
     let block = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 125_000;

@@ -16,17 +16,24 @@ use crate::config::ConfigError;
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     // Err means one is installed already (by us or by the embedding program): that one is used.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 /// A PEM file of CA certificates, as its bytes and as trust anchors; errors name `var` and the path.
-pub(crate) fn ca_file(var: &'static str, path: &str) -> Result<(Vec<u8>, RootCertStore), ConfigError> {
+pub(crate) fn ca_file(
+    var: &'static str,
+    path: &str,
+) -> Result<(Vec<u8>, RootCertStore), ConfigError> {
     let problem = |p: String| ConfigError { var, problem: p };
     let pem = std::fs::read(path).map_err(|e| problem(format!("cannot read {path}: {e}")))?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| problem(format!("{path} is not valid PEM: {e}")))?;
-        roots.add(cert).map_err(|e| problem(format!("{path} holds a certificate that is not a usable CA: {e}")))?;
+        roots.add(cert).map_err(|e| {
+            problem(format!("{path} holds a certificate that is not a usable CA: {e}"))
+        })?;
     }
     if roots.is_empty() {
         return Err(problem(format!("{path} holds no PEM certificate")));
@@ -48,7 +55,9 @@ mod postgres {
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use rustls::{
+        CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    };
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
     use tokio_postgres::Socket;
@@ -70,16 +79,28 @@ mod postgres {
 
     impl MakeTls {
         /// `roots` are the trust anchors for `Chain` and `Full`: a CA file, or the Mozilla roots.
-        pub(crate) fn new(verify: Verify, roots: Option<RootCertStore>) -> Result<Self, rustls::Error> {
+        pub(crate) fn new(
+            verify: Verify,
+            roots: Option<RootCertStore>,
+        ) -> Result<Self, rustls::Error> {
             let provider = super::provider();
-            let roots = roots.unwrap_or_else(|| RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-            let builder = ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+            let roots = roots.unwrap_or_else(|| RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            });
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let builder = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?;
             let mut config = match verify {
                 Verify::Full => builder.with_webpki_verifier(webpki),
-                partial => builder.dangerous().with_custom_certificate_verifier(Arc::new(Partial { webpki, chain: partial == Verify::Chain })),
+                partial => {
+                    builder.dangerous().with_custom_certificate_verifier(Arc::new(Partial {
+                        webpki,
+                        chain: partial == Verify::Chain,
+                    }))
+                }
             }
             .with_no_client_auth();
             // Required by PostgreSQL 17 for `sslnegotiation=direct`, harmless otherwise.
@@ -110,19 +131,31 @@ mod postgres {
                 return Ok(ServerCertVerified::assertion());
             }
             // webpki checks the chain first and the name last, so a name error means the chain held.
-            match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-                Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                    Ok(ServerCertVerified::assertion())
-                }
+            match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
                 other => other,
             }
         }
 
-        fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
             self.webpki.verify_tls12_signature(message, cert, dss)
         }
 
-        fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
             self.webpki.verify_tls13_signature(message, cert, dss)
         }
 
@@ -138,7 +171,10 @@ mod postgres {
 
         fn make_tls_connect(&mut self, host: &str) -> io::Result<Connect> {
             // A Unix socket has no name; tokio-postgres never asks it for TLS.
-            Ok(Connect { config: self.0.clone(), name: ServerName::try_from(host.to_string()).ok() })
+            Ok(Connect {
+                config: self.0.clone(),
+                name: ServerName::try_from(host.to_string()).ok(),
+            })
         }
     }
 
@@ -154,8 +190,15 @@ mod postgres {
 
         fn connect(self, socket: Socket) -> Self::Future {
             Box::pin(async move {
-                let name = self.name.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "TLS needs a host name or an IP address"))?;
-                Ok(Stream(tokio_rustls::TlsConnector::from(self.config).connect(name, socket).await?))
+                let name = self.name.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "TLS needs a host name or an IP address",
+                    )
+                })?;
+                Ok(Stream(
+                    tokio_rustls::TlsConnector::from(self.config).connect(name, socket).await?,
+                ))
             })
         }
     }
@@ -171,13 +214,21 @@ mod postgres {
     }
 
     impl AsyncRead for Stream {
-        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
             Pin::new(&mut self.0).poll_read(cx, buf)
         }
     }
 
     impl AsyncWrite for Stream {
-        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
             Pin::new(&mut self.0).poll_write(cx, buf)
         }
 

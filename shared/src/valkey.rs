@@ -34,30 +34,51 @@ pub struct Valkey {
 
 impl Valkey {
     pub fn new(cfg: &Config) -> std::result::Result<Self, ConfigError> {
-        let url = cfg.valkey_url.as_deref().ok_or(ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not set".into() })?;
+        let url = cfg
+            .valkey_url
+            .as_deref()
+            .ok_or(ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not set".into() })?;
         Self::build(url, cfg.valkey_ca_file.as_deref(), cfg.valkey_timeout, cfg.health_timeout)
     }
 
     /// `timeout` bounds each command; `connect_timeout` bounds each (background) connection attempt.
-    pub fn with_timeouts(url: &str, timeout: Duration, connect_timeout: Duration) -> std::result::Result<Self, ConfigError> {
+    pub fn with_timeouts(
+        url: &str,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> std::result::Result<Self, ConfigError> {
         Self::build(url, None, timeout, connect_timeout)
     }
 
-    fn build(url: &str, ca_file: Option<&str>, timeout: Duration, connect_timeout: Duration) -> std::result::Result<Self, ConfigError> {
+    fn build(
+        url: &str,
+        ca_file: Option<&str>,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> std::result::Result<Self, ConfigError> {
         // redis-rs spells the TLS scheme `rediss`; accept the `valkey(s)` aliases too.
         let url = url.replacen("valkeys://", "rediss://", 1).replacen("valkey://", "redis://", 1);
         let tls = url.starts_with("rediss://");
         let client = match ca_file {
             None => redis::Client::open(url),
             Some(_) if !tls => {
-                return Err(ConfigError { var: "QUIVER_VALKEY_CA_FILE", problem: "is set, but QUIVER_VALKEY_URL is not a rediss:// URL".into() })
+                return Err(ConfigError {
+                    var: "QUIVER_VALKEY_CA_FILE",
+                    problem: "is set, but QUIVER_VALKEY_URL is not a rediss:// URL".into(),
+                })
             }
             Some(path) => {
                 let (pem, _) = crate::tls::ca_file("QUIVER_VALKEY_CA_FILE", path)?;
-                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+                )
             }
         }
-        .map_err(|_| ConfigError { var: "QUIVER_VALKEY_URL", problem: "is not a valid redis:// or rediss:// URL".into() })?;
+        .map_err(|_| ConfigError {
+            var: "QUIVER_VALKEY_URL",
+            problem: "is not a valid redis:// or rediss:// URL".into(),
+        })?;
         if tls {
             // Before the first handshake: redis-rs takes rustls' process-wide provider.
             crate::tls::provider();
@@ -87,7 +108,10 @@ impl Valkey {
         let res = match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(Error::unavailable(NAME, e.to_string())),
-            Err(_) => Err(Error::unavailable(NAME, format!("connect timed out after {} ms", self.connect_timeout.as_millis()))),
+            Err(_) => Err(Error::unavailable(
+                NAME,
+                format!("connect timed out after {} ms", self.connect_timeout.as_millis()),
+            )),
         };
         let mut st = self.state.lock().expect("valkey state lock");
         st.connecting = false;
@@ -137,17 +161,24 @@ impl Valkey {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::unavailable(NAME, format!("{what}: {e}"))),
-            Err(_) => Err(Error::unavailable(NAME, format!("{what} timed out after {} ms", self.timeout.as_millis()))),
+            Err(_) => Err(Error::unavailable(
+                NAME,
+                format!("{what} timed out after {} ms", self.timeout.as_millis()),
+            )),
         }
     }
 
     /// `PING`, waiting for a connection first.
     pub async fn ping(&self, timeout: Duration) -> Result<()> {
         let mut c = self.connection_wait().await?;
-        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut c)).await {
+        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut c)).await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::unavailable(NAME, format!("PING: {e}"))),
-            Err(_) => Err(Error::unavailable(NAME, format!("PING timed out after {} ms", timeout.as_millis()))),
+            Err(_) => Err(Error::unavailable(
+                NAME,
+                format!("PING timed out after {} ms", timeout.as_millis()),
+            )),
         }
     }
 }
@@ -157,21 +188,36 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Config {
-        Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+        Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .unwrap()
     }
 
     #[test]
     fn rediss_builds_without_touching_the_network() {
         assert!(Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "rediss://cache.invalid:6379")])).is_ok());
-        assert!(Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "valkeys://default:pw@cache.invalid:6379")])).is_ok());
+        assert!(Valkey::new(&cfg(&[(
+            "QUIVER_VALKEY_URL",
+            "valkeys://default:pw@cache.invalid:6379"
+        )]))
+        .is_ok());
     }
 
     #[test]
     fn a_ca_file_needs_rediss_and_a_readable_pem() {
-        let e = Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "redis://cache:6379"), ("QUIVER_VALKEY_CA_FILE", "/etc/hostname")])).err().unwrap();
+        let e = Valkey::new(&cfg(&[
+            ("QUIVER_VALKEY_URL", "redis://cache:6379"),
+            ("QUIVER_VALKEY_CA_FILE", "/etc/hostname"),
+        ]))
+        .err()
+        .unwrap();
         assert_eq!(e.var, "QUIVER_VALKEY_CA_FILE");
         assert!(e.problem.contains("rediss://"), "{e}");
-        let e = Valkey::new(&cfg(&[("QUIVER_VALKEY_URL", "rediss://cache:6379"), ("QUIVER_VALKEY_CA_FILE", "/nonexistent/ca.pem")])).err().unwrap();
+        let e = Valkey::new(&cfg(&[
+            ("QUIVER_VALKEY_URL", "rediss://cache:6379"),
+            ("QUIVER_VALKEY_CA_FILE", "/nonexistent/ca.pem"),
+        ]))
+        .err()
+        .unwrap();
         assert_eq!(e.var, "QUIVER_VALKEY_CA_FILE");
         assert!(e.problem.contains("/nonexistent/ca.pem"), "{e}");
     }

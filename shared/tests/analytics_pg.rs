@@ -21,7 +21,8 @@ fn expected_summary(events: &[NewEvent]) -> Summary {
             durations.push(d);
         }
     }
-    let avg = (!durations.is_empty()).then(|| durations.iter().sum::<f64>() / durations.len() as f64);
+    let avg =
+        (!durations.is_empty()).then(|| durations.iter().sum::<f64>() / durations.len() as f64);
     let t = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
     Summary::new(
         events.len() as i64,
@@ -44,7 +45,8 @@ fn expected_funnel(events: &[NewEvent]) -> Vec<FunnelRow> {
             _ => {}
         }
     }
-    let mut rows: Vec<FunnelRow> = pages.into_iter().map(|(p, c)| FunnelRow::new(p.to_string(), c[0], c[1], c[2])).collect();
+    let mut rows: Vec<FunnelRow> =
+        pages.into_iter().map(|(p, c)| FunnelRow::new(p.to_string(), c[0], c[1], c[2])).collect();
     rows.sort_by(|a, b| b.page_views.cmp(&a.page_views).then(a.page_url.cmp(&b.page_url)));
     rows.truncate(FUNNEL_PAGES as usize);
     rows
@@ -55,7 +57,8 @@ async fn summary_and_funnel_match_a_plain_computation() {
     let pg = Pg::new(&service_config()).unwrap();
     quiver::migrate::run(&pg).await.unwrap();
     // A window of 10 days somewhere in 2100-2900 that no other run uses.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let end_us = 4_102_444_800_000_000 + (nanos % 250_000) as i64 * 100_000_000_000;
     let shape = Shape { end_us, window_days: 10, ..Shape::default() };
     let gen = Generator::new(nanos as u64, shape);
@@ -73,6 +76,7 @@ async fn summary_and_funnel_match_a_plain_computation() {
     assert_eq!(postgres::funnel(&pg, &window).await.unwrap(), expected_funnel(&events));
 
     let clicks = Filters { event_type: Some(EventType::Click), ..window.clone() };
-    let only: Vec<NewEvent> = events.iter().filter(|e| e.event_type == EventType::Click).cloned().collect();
+    let only: Vec<NewEvent> =
+        events.iter().filter(|e| e.event_type == EventType::Click).cloned().collect();
     assert_eq!(postgres::summary(&pg, &clicks).await.unwrap(), expected_summary(&only));
 }

@@ -10,7 +10,12 @@ use quiver::testing::{free_port, PrivateValkey as Server};
 use quiver::valkey::Valkey;
 
 fn cache_on(port: u16) -> Cache {
-    let v = Valkey::with_timeouts(&format!("redis://127.0.0.1:{port}"), Duration::from_millis(50), Duration::from_millis(300)).unwrap();
+    let v = Valkey::with_timeouts(
+        &format!("redis://127.0.0.1:{port}"),
+        Duration::from_millis(50),
+        Duration::from_millis(300),
+    )
+    .unwrap();
     Cache::new(Some(Arc::new(v)), Duration::from_secs(60))
 }
 
@@ -26,7 +31,10 @@ async fn warm(cache: &Cache) {
 }
 
 fn body(n: usize) -> Entry {
-    Entry::new(format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(2000)).as_bytes(), "application/json")
+    Entry::new(
+        format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(2000)).as_bytes(),
+        "application/json",
+    )
 }
 
 #[tokio::test]
@@ -41,7 +49,10 @@ async fn miss_then_hit_with_identical_bodies() {
     assert_eq!(second.status, Status::Hit);
     assert_eq!(second.entry, first.entry, "the HIT serves the stored answer, not a new one");
     assert_eq!(second.entry.body().unwrap(), first.entry.body().unwrap());
-    let other = cache.get_or_compute(Key::new("test", "/r", "a=1", "v2"), || async { Ok(body(3)) }).await.unwrap();
+    let other = cache
+        .get_or_compute(Key::new("test", "/r", "a=1", "v2"), || async { Ok(body(3)) })
+        .await
+        .unwrap();
     assert_eq!(other.status, Status::Miss, "a new data version is a new key");
 }
 
@@ -82,15 +93,25 @@ async fn a_stopped_valkey_is_bypassed_and_caching_resumes_after_restart() {
     let cache = cache_on(port);
     warm(&cache).await;
     let key = Key::new("test", "/outage", "", "v1");
-    assert_eq!(cache.get_or_compute(key, || async { Ok(body(1)) }).await.unwrap().status, Status::Miss);
-    assert_eq!(cache.get_or_compute(key, || async { Ok(body(1)) }).await.unwrap().status, Status::Hit);
+    assert_eq!(
+        cache.get_or_compute(key, || async { Ok(body(1)) }).await.unwrap().status,
+        Status::Miss
+    );
+    assert_eq!(
+        cache.get_or_compute(key, || async { Ok(body(1)) }).await.unwrap().status,
+        Status::Hit
+    );
 
     drop(s);
     for _ in 0..5 {
         let t = Instant::now();
         let l = cache.get_or_compute(key, || async { Ok(body(1)) }).await.unwrap();
         assert_eq!(l.status, Status::Bypass);
-        assert!(t.elapsed() < Duration::from_millis(500), "a down cache must not slow requests: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "a down cache must not slow requests: {:?}",
+            t.elapsed()
+        );
     }
 
     let _s = Server::start(port);
@@ -110,6 +131,7 @@ async fn a_stopped_valkey_is_bypassed_and_caching_resumes_after_restart() {
 #[tokio::test]
 async fn no_valkey_configured_means_bypass() {
     let cache = Cache::new(None, Duration::from_secs(60));
-    let l = cache.get_or_compute(Key::new("t", "", "", ""), || async { Ok(body(1)) }).await.unwrap();
+    let l =
+        cache.get_or_compute(Key::new("t", "", "", ""), || async { Ok(body(1)) }).await.unwrap();
     assert_eq!(l.status, Status::Bypass);
 }

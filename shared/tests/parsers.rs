@@ -26,20 +26,22 @@ fn any_json() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
 /// A valid event, as a client would send it.
 fn event() -> impl Strategy<Value = (i32, EventType, String, Value)> {
-    (1..=i32::MAX, prop::sample::select(EventType::ALL.to_vec()), "/[a-z0-9/._-]{0,60}", any_json()).prop_map(|(u, t, p, m)| {
-        let metadata = match m {
-            Value::Object(o) => Value::Object(o),
-            other => json!({ "v": other }),
-        };
-        (u, t, p, metadata)
-    })
+    (1..=i32::MAX, prop::sample::select(EventType::ALL.to_vec()), "/[a-z0-9/._-]{0,60}", any_json())
+        .prop_map(|(u, t, p, m)| {
+            let metadata = match m {
+                Value::Object(o) => Value::Object(o),
+                other => json!({ "v": other }),
+            };
+            (u, t, p, metadata)
+        })
 }
 
 proptest! {

@@ -12,7 +12,8 @@ use quiver::valkey::Valkey;
 use quiver::{Config, Error};
 
 fn config(pairs: &[(&str, &str)]) -> Config {
-    Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).expect("a valid configuration")
+    Config::from_vars(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        .expect("a valid configuration")
 }
 
 fn assert_refused(err: &Error, because: &str) {
@@ -32,7 +33,11 @@ async fn valkey_over_tls() {
     let connect_ms = CONNECT_TIMEOUT.as_millis().to_string();
     let valkey = |ca: Option<&std::path::Path>| {
         let ca = ca.map(|p| p.to_string_lossy().into_owned());
-        let mut vars = vec![("QUIVER_VALKEY_URL", url.as_str()), ("QUIVER_VALKEY_TIMEOUT_MS", "500"), ("QUIVER_HEALTH_TIMEOUT_MS", &connect_ms)];
+        let mut vars = vec![
+            ("QUIVER_VALKEY_URL", url.as_str()),
+            ("QUIVER_VALKEY_TIMEOUT_MS", "500"),
+            ("QUIVER_HEALTH_TIMEOUT_MS", &connect_ms),
+        ];
         vars.extend(ca.as_deref().map(|ca| ("QUIVER_VALKEY_CA_FILE", ca)));
         Arc::new(Valkey::new(&config(&vars)).expect("a valid Valkey configuration"))
     };
@@ -40,8 +45,11 @@ async fn valkey_over_tls() {
     // QUIVER_VALKEY_CA_FILE names the CA that signed the server's certificate: SET and GET work.
     let v = valkey(Some(&certs.ca));
     let mut c = v.connection_wait().await.expect("connects over TLS with the CA file");
-    v.run("SET", redis::cmd("SET").arg("tls-key").arg("over TLS").query_async::<()>(&mut c)).await.unwrap();
-    let got: String = v.run("GET", redis::cmd("GET").arg("tls-key").query_async(&mut c)).await.unwrap();
+    v.run("SET", redis::cmd("SET").arg("tls-key").arg("over TLS").query_async::<()>(&mut c))
+        .await
+        .unwrap();
+    let got: String =
+        v.run("GET", redis::cmd("GET").arg("tls-key").query_async(&mut c)).await.unwrap();
     assert_eq!(got, "over TLS");
 
     // Another CA, or the public roots: the cache path gets Err at once and serves without Valkey;
@@ -49,9 +57,14 @@ async fn valkey_over_tls() {
     let refused = |ca: Option<&std::path::Path>| {
         let v = valkey(ca);
         async move {
-            assert!(v.connection().is_err(), "no connection yet: the cache is bypassed, not waited for");
+            assert!(
+                v.connection().is_err(),
+                "no connection yet: the cache is bypassed, not waited for"
+            );
             let started = Instant::now();
-            let Err(err) = v.connection_wait().await else { panic!("connected to a server outside the trusted CAs") };
+            let Err(err) = v.connection_wait().await else {
+                panic!("connected to a server outside the trusted CAs")
+            };
             assert!(started.elapsed() < CONNECT_TIMEOUT, "took {:?}", started.elapsed());
             err
         }
@@ -64,7 +77,12 @@ async fn valkey_over_tls() {
 /// Whether the session that runs the query is encrypted, as the server sees it.
 async fn encrypted(pg: &Pg) -> quiver::Result<bool> {
     let c = pg.client().await?;
-    let row = pg.timed("pg_stat_ssl", c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])).await?;
+    let row = pg
+        .timed(
+            "pg_stat_ssl",
+            c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]),
+        )
+        .await?;
     Ok(row.get(0))
 }
 
@@ -87,14 +105,29 @@ async fn postgres_over_tls() {
     // IP address, which the certificate does not name, passes there and not under verify-full.
     assert!(encrypted(&pg(&server.url("sslmode=verify-full"), Some(&certs.ca))).await.unwrap());
     assert!(encrypted(&pg(&by_ip("sslmode=verify-ca"), Some(&certs.ca))).await.unwrap());
-    assert_refused(&encrypted(&pg(&by_ip("sslmode=verify-full"), Some(&certs.ca))).await.unwrap_err(), "not valid for");
+    assert_refused(
+        &encrypted(&pg(&by_ip("sslmode=verify-full"), Some(&certs.ca))).await.unwrap_err(),
+        "not valid for",
+    );
 
     // A certificate from another CA, or one the public roots do not know, is refused; with a CA
     // file, `require` checks the chain too (as libpq does).
-    assert_refused(&encrypted(&pg(&server.url("sslmode=verify-full"), Some(&stranger.ca))).await.unwrap_err(), "certificate");
-    assert_refused(&encrypted(&pg(&server.url("sslmode=verify-full"), None)).await.unwrap_err(), "certificate");
-    assert_refused(&encrypted(&pg(&server.url("sslmode=require"), Some(&stranger.ca))).await.unwrap_err(), "certificate");
+    assert_refused(
+        &encrypted(&pg(&server.url("sslmode=verify-full"), Some(&stranger.ca))).await.unwrap_err(),
+        "certificate",
+    );
+    assert_refused(
+        &encrypted(&pg(&server.url("sslmode=verify-full"), None)).await.unwrap_err(),
+        "certificate",
+    );
+    assert_refused(
+        &encrypted(&pg(&server.url("sslmode=require"), Some(&stranger.ca))).await.unwrap_err(),
+        "certificate",
+    );
 
     // The server is TLS-only: a plain connection is a 503 naming the reason.
-    assert_refused(&encrypted(&pg(&server.url("sslmode=disable"), None)).await.unwrap_err(), "no encryption");
+    assert_refused(
+        &encrypted(&pg(&server.url("sslmode=disable"), None)).await.unwrap_err(),
+        "no encryption",
+    );
 }

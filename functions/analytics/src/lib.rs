@@ -48,7 +48,10 @@ impl Analytics {
     }
 
     /// With explicit settings (tests follow their own S3 prefix).
-    pub async fn with_settings(cfg: &Config, settings: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+    pub async fn with_settings(
+        cfg: &Config,
+        settings: Settings,
+    ) -> std::result::Result<Arc<Self>, ConfigError> {
         let cache = Cache::from_config(cfg)?;
         cache.connect().await;
         Ok(Arc::new(Analytics {
@@ -89,7 +92,8 @@ impl Analytics {
             let started = Instant::now();
             let value = run(&loaded.value, &filters)?;
             let t = started.elapsed();
-            let body = serde_json::to_vec(&value).map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
+            let body = serde_json::to_vec(&value)
+                .map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
             Ok::<_, Error>((Entry::new(&body, "application/json"), t))
         })
         .await
@@ -116,7 +120,11 @@ impl Analytics {
             let lookup = self.cache.get_or_compute(key, compute).await?;
             (lookup.entry, lookup.status, timing.add("cache", lookup.lookup))
         } else {
-            (self.compute(loaded.clone(), q.filters.clone(), run, &took).await?, Status::Bypass, timing)
+            (
+                self.compute(loaded.clone(), q.filters.clone(), run, &took).await?,
+                Status::Bypass,
+                timing,
+            )
         };
         let timing = match took.load(Ordering::Relaxed) {
             0 => timing,
@@ -206,7 +214,9 @@ fn set_version(res: &mut Response, version: &str) {
 }
 
 /// `source=postgres`: the live table has no data version to key a cache on, so it is never cached.
-async fn postgres_answer<T: Serialize>(fut: impl std::future::Future<Output = Result<T>>) -> Result<Response> {
+async fn postgres_answer<T: Serialize>(
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<Response> {
     let started = Instant::now();
     let value = fut.await?;
     let mut res = json(StatusCode::OK, &value);
@@ -220,7 +230,11 @@ async fn postgres_answer<T: Serialize>(fut: impl std::future::Future<Output = Re
 /// (cached under the snapshot version) or from PostgreSQL.
 #[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(FilterParams, SourceParams),
     responses((status = 200, description = "The summary; `x-cache` says HIT, MISS or BYPASS and `x-data-version` which snapshot.", body = Summary)))]
-async fn summary(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+async fn summary(
+    State(s): State<Arc<Analytics>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
     let q = Query::parse(&uri)?;
     if q.postgres {
         return postgres_answer(analytics::postgres::summary(&s.pg, &q.filters)).await;
@@ -252,11 +266,15 @@ async fn compare(State(s): State<Arc<Analytics>>, uri: Uri) -> Result<Response> 
     let version = loaded.manifest.version.clone();
     let key = Key::new(FUNCTION, SUMMARY, &filters.normalized(), &version);
     let took = AtomicU64::new(0);
-    let lookup = s.cache.get_or_compute(key, || s.compute(loaded.clone(), filters.clone(), Table::summary, &took)).await?;
+    let lookup = s
+        .cache
+        .get_or_compute(key, || s.compute(loaded.clone(), filters.clone(), Table::summary, &took))
+        .await?;
     let summary = lookup.entry.body()?;
     let processing = Duration::from_nanos(took.load(Ordering::Relaxed));
     let hit = lookup.status == Status::Hit;
-    let version_json = serde_json::to_string(&version).map_err(|e| Error::Internal(format!("version: {e}")))?;
+    let version_json =
+        serde_json::to_string(&version).map_err(|e| Error::Internal(format!("version: {e}")))?;
     let mut body = Vec::with_capacity(summary.len() + 192);
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let _ = write!(

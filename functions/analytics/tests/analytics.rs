@@ -15,10 +15,9 @@ use quiver::pg::Pg;
 use quiver::snapshot::{ExportReport, Settings, Window};
 use quiver::storage::Storage;
 use quiver::testing::service_config;
+use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 use serde_json::Value;
 use tower::ServiceExt;
-
-use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 
 fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap()
@@ -61,13 +60,17 @@ impl Fixture {
     async fn add_events(&self, n: u64, seed: u64) {
         let days = ((self.to - self.from) / DAY_US) as u32;
         let shape = Shape { end_us: self.to, window_days: days, ..Shape::default() };
-        quiver::ingest::bulk(&pg(), &Generator::new(seed ^ self.to as u64, shape), 0, n, &|_| {}).await.unwrap();
+        quiver::ingest::bulk(&pg(), &Generator::new(seed ^ self.to as u64, shape), 0, n, &|_| {})
+            .await
+            .unwrap();
     }
 
     async fn publish(&self) -> ExportReport {
         let cfg = service_config();
         let w = Window { from: Some(at(self.from)), to: Some(at(self.to)) };
-        quiver::snapshot::export(&pg(), &Storage::new(&cfg).await.unwrap(), &self.settings, &w).await.unwrap()
+        quiver::snapshot::export(&pg(), &Storage::new(&cfg).await.unwrap(), &self.settings, &w)
+            .await
+            .unwrap()
     }
 
     fn window(&self) -> String {
@@ -84,15 +87,30 @@ impl Drop for Fixture {
         let prefix = self.settings.prefix.clone();
         // Best effort: the test prefix and its versions go away with the test.
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
-                let s = Storage::new(&service_config()).await.unwrap();
-                let top = prefix.split('/').next().unwrap().to_string();
-                if let Ok(listed) = s.client.list_objects_v2().bucket(&s.bucket).prefix(format!("{top}/")).send().await {
-                    for o in listed.contents() {
-                        let _ = s.client.delete_object().bucket(&s.bucket).key(o.key().unwrap()).send().await;
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+                async move {
+                    let s = Storage::new(&service_config()).await.unwrap();
+                    let top = prefix.split('/').next().unwrap().to_string();
+                    if let Ok(listed) = s
+                        .client
+                        .list_objects_v2()
+                        .bucket(&s.bucket)
+                        .prefix(format!("{top}/"))
+                        .send()
+                        .await
+                    {
+                        for o in listed.contents() {
+                            let _ = s
+                                .client
+                                .delete_object()
+                                .bucket(&s.bucket)
+                                .key(o.key().unwrap())
+                                .send()
+                                .await;
+                        }
                     }
-                }
-            })
+                },
+            )
         })
         .join();
     }
@@ -106,11 +124,17 @@ struct Reply {
 
 impl Reply {
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
     }
     /// Every value of the header, joined (`Server-Timing` comes as several).
     fn header(&self, name: &str) -> String {
-        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>().join(", ")
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -139,7 +163,12 @@ async fn a_miss_then_a_hit_with_identical_bodies() {
         assert_eq!(miss.status, 200, "{:?}", miss.body);
         assert_eq!(miss.header("x-cache"), "MISS");
         let timing = miss.header("server-timing").to_string();
-        assert!(timing.contains("cache;dur=") && timing.contains("duckdb;dur=") && timing.contains("total;dur="), "{timing}");
+        assert!(
+            timing.contains("cache;dur=")
+                && timing.contains("duckdb;dur=")
+                && timing.contains("total;dur="),
+            "{timing}"
+        );
         assert_eq!(miss.header("x-data-version"), manifest_version(&f).await);
         let hit = f.get(route).await;
         assert_eq!(hit.header("x-cache"), "HIT");
@@ -212,7 +241,11 @@ async fn zstd_pass_through_bytes_decode_to_the_same_json() {
     let decoded = quiver::http::zstd_decompress(&z.body, 1 << 20).unwrap();
     assert_eq!(decoded, plain.body.to_vec());
     let again = f.get("/analytics/funnel").await;
-    assert_eq!((again.header("x-cache").as_str(), &again.body), ("HIT", &plain.body), "decompressed for a client without zstd");
+    assert_eq!(
+        (again.header("x-cache").as_str(), &again.body),
+        ("HIT", &plain.body),
+        "decompressed for a client without zstd"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,7 +255,12 @@ async fn a_matching_etag_is_304() {
     let etag = first.header("etag").to_string();
     assert!(etag.starts_with('"'), "{etag}");
     for enc in ["", "zstd"] {
-        let r = get(&f.app, "/analytics/summary", &[("if-none-match", &etag), ("accept-encoding", enc)]).await;
+        let r = get(
+            &f.app,
+            "/analytics/summary",
+            &[("if-none-match", &etag), ("accept-encoding", enc)],
+        )
+        .await;
         assert_eq!(r.status, 304);
         assert!(r.body.is_empty());
     }
@@ -243,7 +281,8 @@ async fn fifty_concurrent_identical_misses_compute_once() {
             tokio::spawn(async move { get(&app, &uri, &[]).await })
         })
         .collect();
-    let replies: Vec<Reply> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let replies: Vec<Reply> =
+        futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(f.state.computations() - before, 1, "exactly one computation");
     for r in &replies {
         assert_eq!(r.status, 200);
@@ -262,7 +301,10 @@ async fn compare_is_a_duckdb_miss_then_a_valkey_hit() {
     assert!(miss.header("server-timing").contains("duckdb;dur="));
     let m = miss.json();
     assert_eq!((m["source"].as_str(), m["cache_hit"].as_bool()), (Some("duckdb"), Some(false)));
-    assert!(m["processing_ms"].as_f64().unwrap() > 0.0 && m["total_ms"].as_f64().unwrap() >= m["processing_ms"].as_f64().unwrap());
+    assert!(
+        m["processing_ms"].as_f64().unwrap() > 0.0
+            && m["total_ms"].as_f64().unwrap() >= m["processing_ms"].as_f64().unwrap()
+    );
     assert_eq!(m["data_version"], manifest_version(&f).await);
     assert_eq!(m["summary"]["total_events"], 1500);
 
@@ -288,10 +330,18 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     // A new version whose part is damaged in S3 after publishing: its checksum no longer matches.
     let v2 = f.publish().await.version;
     let s = Storage::new(&service_config()).await.unwrap();
-    let (m2, _) = quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap();
+    let (m2, _) =
+        quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap();
     assert_eq!(m2.version, v2);
     let key = &m2.files[0].key;
-    s.client.put_object().bucket(&s.bucket).key(key).body(b"not parquet".to_vec().into()).send().await.unwrap();
+    s.client
+        .put_object()
+        .bucket(&s.bucket)
+        .key(key)
+        .body(b"not parquet".to_vec().into())
+        .send()
+        .await
+        .unwrap();
     f.state.expire();
     let r = f.get("/analytics/funnel").await;
     assert_eq!(r.status, 200, "the loaded version keeps serving");
@@ -299,8 +349,15 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
 
     // A new instance has nothing older to fall back on: 503 with the reason.
     let fresh = |f: &Fixture| {
-        let settings = Settings { tmp_dir: std::env::temp_dir().join(format!("quiver-fresh-{}", f.to)), ..f.settings.clone() };
-        async move { quiver::http::app(analytics::routes(Analytics::with_settings(&service_config(), settings).await.unwrap())) }
+        let settings = Settings {
+            tmp_dir: std::env::temp_dir().join(format!("quiver-fresh-{}", f.to)),
+            ..f.settings.clone()
+        };
+        async move {
+            quiver::http::app(analytics::routes(
+                Analytics::with_settings(&service_config(), settings).await.unwrap(),
+            ))
+        }
     };
     let r = get(&fresh(&f).await, "/analytics/summary", &[]).await;
     assert_eq!(r.status, 503);
@@ -312,9 +369,15 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     let bad = std::env::temp_dir().join(format!("quiver-bad-{}.parquet", f.to));
     std::fs::write(&bad, b"PAR1 but not really").unwrap();
     let v3 = quiver::artifact::new_version();
-    quiver::artifact::publish(&s, &f.settings.prefix, &v3, &[("part-00000.parquet".into(), bad)], serde_json::json!({"row_count": 1}))
-        .await
-        .unwrap();
+    quiver::artifact::publish(
+        &s,
+        &f.settings.prefix,
+        &v3,
+        &[("part-00000.parquet".into(), bad)],
+        serde_json::json!({"row_count": 1}),
+    )
+    .await
+    .unwrap();
     let r = get(&fresh(&f).await, "/analytics/summary", &[]).await;
     assert_eq!(r.status, 503);
     let p = r.json();
@@ -327,21 +390,32 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_snapshot_yet_is_a_503_naming_s3() {
     let cfg = service_config();
-    let settings = Settings::from_env(&cfg).unwrap().with_prefix(&format!("test-analytics-none-{}/snapshots/user_events", unique_midnight()));
-    let app = quiver::http::app(analytics::routes(Analytics::with_settings(&cfg, settings).await.unwrap()));
+    let settings = Settings::from_env(&cfg)
+        .unwrap()
+        .with_prefix(&format!("test-analytics-none-{}/snapshots/user_events", unique_midnight()));
+    let app = quiver::http::app(analytics::routes(
+        Analytics::with_settings(&cfg, settings).await.unwrap(),
+    ));
     for route in ["/analytics/summary", "/analytics/funnel", "/analytics/compare"] {
         let r = get(&app, route, &[]).await;
         assert_eq!(r.status, 503, "{route}");
         assert_eq!(r.header("content-type"), "application/problem+json");
-        assert!(r.json()["detail"].as_str().unwrap().contains("nothing has been published"), "{route}");
+        assert!(
+            r.json()["detail"].as_str().unwrap().contains("nothing has been published"),
+            "{route}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_parameters_are_400s_naming_them() {
     let cfg = service_config();
-    let settings = Settings::from_env(&cfg).unwrap().with_prefix("test-analytics-params/snapshots/user_events");
-    let app = quiver::http::app(analytics::routes(Analytics::with_settings(&cfg, settings).await.unwrap()));
+    let settings = Settings::from_env(&cfg)
+        .unwrap()
+        .with_prefix("test-analytics-params/snapshots/user_events");
+    let app = quiver::http::app(analytics::routes(
+        Analytics::with_settings(&cfg, settings).await.unwrap(),
+    ));
     for (uri, param) in [
         ("/analytics/summary?from=yesterday", "from"),
         ("/analytics/summary?to=2026-10-01", "to"),
@@ -386,7 +460,12 @@ async fn sample_events_are_answered() {
         let req = lambda_http::request::from_str(file).unwrap();
         assert_eq!(req.uri().path(), path);
         let (parts, body) = req.into_parts();
-        let res = f.app.clone().oneshot(http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()))).await.unwrap();
+        let res = f
+            .app
+            .clone()
+            .oneshot(http::Request::from_parts(parts, axum::body::Body::from(body.to_vec())))
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
 }

@@ -11,10 +11,10 @@ use axum::response::Response;
 use axum::Router;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use quiver::config::ConfigError;
+use quiver::error::Problem;
 use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
 use quiver::http::{json, read_body, Params, MAX_BODY_BYTES};
-use quiver::error::Problem;
 use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
@@ -47,9 +47,14 @@ pub fn routes(state: Arc<Events>) -> Router {
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
-    let s = v.to_str().ok().filter(|s| !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| b.is_ascii_graphic()));
+    let s = v.to_str().ok().filter(|s| {
+        !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| b.is_ascii_graphic())
+    });
     s.map(|s| Some(s.to_string())).ok_or_else(|| {
-        Error::bad_param("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"))
+        Error::bad_param(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
     })
 }
 
@@ -66,7 +71,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         (status = 415, description = "Neither JSON nor NDJSON.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) -> Result<Response> {
-    let format = BodyFormat::from_content_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+    let format = BodyFormat::from_content_type(
+        headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+    )?;
     let key = idempotency_key(&headers)?;
     let bytes = read_body(&headers, body, MAX_BODY_BYTES).await?;
     let now_us = chrono::Utc::now().timestamp_micros();
@@ -80,11 +87,19 @@ async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) ->
     let pg = &s.pg;
     match ingest::insert(pg, &batch, key.as_deref().map(|k| (k, hash.as_str()))).await? {
         Outcome::Written(ins) => {
-            tracing::info!(inserted = ins.inserted, first_id = ins.first_id, took_ms = ins.took_ms, "events written");
+            tracing::info!(
+                inserted = ins.inserted,
+                first_id = ins.first_id,
+                took_ms = ins.took_ms,
+                "events written"
+            );
             Ok(json(StatusCode::CREATED, &ins))
         }
         Outcome::Replayed(v) => {
-            tracing::info!(key = key.as_deref().unwrap_or(""), "idempotent replay; nothing written");
+            tracing::info!(
+                key = key.as_deref().unwrap_or(""),
+                "idempotent replay; nothing written"
+            );
             let mut res = json(StatusCode::CREATED, &v);
             res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(res)
@@ -108,17 +123,22 @@ struct Page {
         ("cursor" = Option<String>, Query, max_length = 64, description = "`next_cursor` of the previous page."),
     ),
     responses((status = 200, description = "One page; `next_cursor` is null on the last.", body = Page)))]
-async fn list(State(s): State<Arc<Events>>, Path(user_id): Path<String>, uri: Uri) -> Result<Response> {
-    let user_id: i32 = user_id
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| Error::bad_param("user_id", format!("must be a whole number from 1 to {}", i32::MAX)))?;
+async fn list(
+    State(s): State<Arc<Events>>,
+    Path(user_id): Path<String>,
+    uri: Uri,
+) -> Result<Response> {
+    let user_id: i32 = user_id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+        Error::bad_param("user_id", format!("must be a whole number from 1 to {}", i32::MAX))
+    })?;
     let p = Params::from_uri(&uri)?;
     let limit: i64 = p.number("limit", Some(100), 1..=1000)?;
     let cursor = p.text("cursor", 64)?.map(Cursor::decode).transpose()?;
     let (events, next) = ingest::list(&s.pg, user_id, limit, cursor).await?;
-    Ok(json(StatusCode::OK, &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) }))
+    Ok(json(
+        StatusCode::OK,
+        &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) },
+    ))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -25,14 +25,19 @@ async fn pg() -> Pg {
 /// A user id no other test (or earlier run) uses.
 fn fresh_user() -> i32 {
     static NEXT: AtomicI32 = AtomicI32::new(0);
-    let base = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 900_000_000) as i32;
+    let base =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            % 900_000_000) as i32;
     1_000_000_000 + base + NEXT.fetch_add(1000, Ordering::Relaxed)
 }
 
 async fn count_user(user: i32) -> i64 {
     let pg = pg().await;
     let c = pg.client().await.unwrap();
-    c.query_one("SELECT count(*) FROM user_events WHERE user_id = $1", &[&user]).await.unwrap().get(0)
+    c.query_one("SELECT count(*) FROM user_events WHERE user_id = $1", &[&user])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
@@ -44,7 +49,11 @@ async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, http:
     (status, headers, v)
 }
 
-fn post(path: &str, ct: &str, body: impl Into<axum::body::Body>) -> http::Request<axum::body::Body> {
+fn post(
+    path: &str,
+    ct: &str,
+    body: impl Into<axum::body::Body>,
+) -> http::Request<axum::body::Body> {
     http::Request::post(path).header("content-type", ct).body(body.into()).unwrap()
 }
 
@@ -104,7 +113,8 @@ async fn a_batch_the_database_rejects_writes_no_row() {
     // simulate it with a user id over the CHECK by writing directly through ingest.
     let pg = pg().await;
     let u = fresh_user();
-    let mut batch: Vec<_> = (0..100).map(|_| quiver::events::validate("", event(u), 0).unwrap()).collect();
+    let mut batch: Vec<_> =
+        (0..100).map(|_| quiver::events::validate("", event(u), 0).unwrap()).collect();
     batch[99].user_id = -1;
     assert!(quiver::ingest::insert(&pg, &batch, None).await.is_err());
     assert_eq!(count_user(u).await, 0);
@@ -117,7 +127,11 @@ async fn retries_with_the_same_key_write_once() {
     let body = json!([event(u), event(u)]).to_string();
     let key = format!("key-{u}");
     let req = |b: String| {
-        http::Request::post("/events").header("content-type", "application/json").header("idempotency-key", &key).body(b.into()).unwrap()
+        http::Request::post("/events")
+            .header("content-type", "application/json")
+            .header("idempotency-key", &key)
+            .body(b.into())
+            .unwrap()
     };
     let (s1, _, v1) = send(&app, req(body.clone())).await;
     assert_eq!(s1, 201, "{v1}");
@@ -162,7 +176,8 @@ async fn walking_all_pages_returns_every_event_once() {
     let batch: Vec<Value> = (0..250)
         .map(|i| json!({"user_id": u, "event_type": "click", "page_url": format!("/p{i}"), "created_at": format!("2026-10-01T00:00:{:02}Z", i % 7)}))
         .collect();
-    let (s, _, v) = send(&app, post("/events", "application/json", Value::Array(batch).to_string())).await;
+    let (s, _, v) =
+        send(&app, post("/events", "application/json", Value::Array(batch).to_string())).await;
     assert_eq!(s, 201, "{v}");
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -192,7 +207,14 @@ async fn walking_all_pages_returns_every_event_once() {
 #[tokio::test]
 async fn bad_read_parameters_are_400() {
     let app = app();
-    for q in ["/events/0", "/events/abc", "/events/1?limit=0", "/events/1?limit=1001", "/events/1?cursor=garbage", "/events/1?limit=x"] {
+    for q in [
+        "/events/0",
+        "/events/abc",
+        "/events/1?limit=0",
+        "/events/1?limit=1001",
+        "/events/1?cursor=garbage",
+        "/events/1?limit=x",
+    ] {
         let (s, _, v) = send(&app, http::Request::get(q).body(Default::default()).unwrap()).await;
         assert_eq!(s, 400, "{q}: {v}");
         assert!(v["param"].is_string(), "{q}: {v}");
@@ -228,7 +250,8 @@ async fn eight_concurrent_writers_of_ten_thousand_leave_exactly_eighty_thousand(
 async fn bulk_inserts_the_requested_count() {
     let app = app();
     let before = quiver::ingest::count(&pg().await).await.unwrap();
-    let (s, _, v) = send(&app, post("/events/bulk?count=5000&seed=7", "application/json", "")).await;
+    let (s, _, v) =
+        send(&app, post("/events/bulk?count=5000&seed=7", "application/json", "")).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["inserted"], 5000);
     assert_eq!(v["last_id"].as_i64().unwrap() - v["first_id"].as_i64().unwrap(), 4999);
@@ -238,7 +261,8 @@ async fn bulk_inserts_the_requested_count() {
 
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
-    let req = lambda_http::request::from_str(include_str!("../../../events/events-post.json")).unwrap();
+    let req =
+        lambda_http::request::from_str(include_str!("../../../events/events-post.json")).unwrap();
     let res = app().oneshot(req).await.unwrap();
     assert_eq!(res.status(), 201);
 }

@@ -90,7 +90,11 @@ where
         Ok(Ok(())) => Check { ok: true, ms, error: None },
         Ok(Err(Error::Unavailable { reason, .. })) => Check { ok: false, ms, error: Some(reason) },
         Ok(Err(e)) => Check { ok: false, ms, error: Some(e.to_string()) },
-        Err(_) => Check { ok: false, ms, error: Some(format!("no answer within {} ms", timeout.as_millis())) },
+        Err(_) => Check {
+            ok: false,
+            ms,
+            error: Some(format!("no answer within {} ms", timeout.as_millis())),
+        },
     }
 }
 
@@ -105,9 +109,17 @@ pub async fn report(h: &Health) -> Report {
     let dependencies = BTreeMap::from([("postgres", pg), ("valkey", valkey), ("s3", s3)]);
     let all_ok = dependencies.values().all(|c| c.ok);
     for (name, c) in dependencies.iter().filter(|(_, c)| !c.ok) {
-        tracing::warn!(dependency = *name, error = c.error.as_deref().unwrap_or(""), "health check failed");
+        tracing::warn!(
+            dependency = *name,
+            error = c.error.as_deref().unwrap_or(""),
+            "health check failed"
+        );
     }
-    Report { status: if all_ok { "ok" } else { "degraded" }, version: quiver::VERSION, dependencies }
+    Report {
+        status: if all_ok { "ok" } else { "degraded" },
+        version: quiver::VERSION,
+        dependencies,
+    }
 }
 
 /// The version, and whether PostgreSQL, Valkey and the S3 bucket answered (each within
@@ -121,7 +133,8 @@ async fn health(State(h): State<Arc<Health>>) -> Response {
     let r = report(&h).await;
     let status = if r.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let mut res = quiver::http::json(status, &r);
-    res.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
     res
 }
 
@@ -140,6 +153,7 @@ async fn root(state: State<Arc<Health>>) -> Response {
     responses((status = 200, description = "The document.", content_type = "application/json", body = Object)))]
 async fn openapi() -> Response {
     let mut res = (StatusCode::OK, OPENAPI_JSON).into_response();
-    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    res.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     res
 }

@@ -43,7 +43,8 @@ async fn a_stopped_valkey_gives_503_naming_it_within_the_timeout() {
     drop(server); // stop it
     let t = Instant::now();
     let app = quiver::http::app(health::routes(state));
-    let (status, body) = call(app, http::Request::get("/health").body(Default::default()).unwrap()).await;
+    let (status, body) =
+        call(app, http::Request::get("/health").body(Default::default()).unwrap()).await;
     assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "degraded");

@@ -22,9 +22,9 @@ use quiver::search::{self, BuildOptions, Corpus, Doc, JsonlDocs, BUNDLE, DEFAULT
 use quiver::storage::{s3_error, Storage};
 use quiver::{Config, Error, Result};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tokio::io::AsyncWriteExt;
 
 /// Most documents a generated corpus may have.
 pub const MAX_DOCS: u64 = 1_000_000;
@@ -55,7 +55,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
-        let nonempty = |v: &str| std::env::var(v).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let nonempty =
+            |v: &str| std::env::var(v).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         Ok(Settings {
             prefix: nonempty("QUIVER_INDEX_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into()),
             keep: quiver::config::setting("QUIVER_KEEP_VERSIONS", 3, 1..=1000)? as usize,
@@ -69,9 +70,15 @@ impl Settings {
 /// Where the documents come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Corpus { corpus: Corpus, docs: u64, seed: u64 },
+    Corpus {
+        corpus: Corpus,
+        docs: u64,
+        seed: u64,
+    },
     /// A JSONL object in the bucket.
-    S3 { key: String },
+    S3 {
+        key: String,
+    },
     /// A local JSONL file (`quiver-local index --file`; never from a request).
     File(PathBuf),
     /// A JSONL request body.
@@ -81,7 +88,9 @@ pub enum Source {
 impl Source {
     fn label(&self) -> String {
         match self {
-            Source::Corpus { corpus, docs, seed } => format!("{}:{docs}:seed={seed}", corpus.as_str()),
+            Source::Corpus { corpus, docs, seed } => {
+                format!("{}:{docs}:seed={seed}", corpus.as_str())
+            }
             Source::S3 { key } => format!("s3:{key}"),
             Source::File(p) => format!("file:{}", p.display()),
             Source::Body(b) => format!("body:{}B", b.len()),
@@ -126,10 +135,17 @@ impl Indexer {
     }
 
     /// With explicit settings (tests publish under their own prefix).
-    pub async fn with_settings(cfg: &Config, settings: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+    pub async fn with_settings(
+        cfg: &Config,
+        settings: Settings,
+    ) -> std::result::Result<Arc<Self>, ConfigError> {
         let mut cfg = cfg.clone();
         cfg.s3_timeout = cfg.s3_timeout.max(UPLOAD_TIMEOUT);
-        Ok(Arc::new(Indexer { storage: Storage::new(&cfg).await?, settings, busy: tokio::sync::Mutex::new(()) }))
+        Ok(Arc::new(Indexer {
+            storage: Storage::new(&cfg).await?,
+            settings,
+            busy: tokio::sync::Mutex::new(()),
+        }))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -140,7 +156,9 @@ impl Indexer {
     pub fn default_source(&self) -> Source {
         match &self.settings.source_key {
             Some(key) => Source::S3 { key: key.clone() },
-            None => Source::Corpus { corpus: Corpus::Reference, docs: DEFAULT_DOCS, seed: DEFAULT_SEED },
+            None => {
+                Source::Corpus { corpus: Corpus::Reference, docs: DEFAULT_DOCS, seed: DEFAULT_SEED }
+            }
         }
     }
 
@@ -151,11 +169,15 @@ impl Indexer {
         let started = Instant::now();
         let version = artifact::new_version();
         let work = Scratch(self.settings.work_dir.join(&version));
-        tokio::fs::create_dir_all(&work.0).await.map_err(|e| Error::Internal(format!("create {}: {e}", work.0.display())))?;
+        tokio::fs::create_dir_all(&work.0)
+            .await
+            .map_err(|e| Error::Internal(format!("create {}: {e}", work.0.display())))?;
         let label = source.label();
         let input = match source {
             Source::Corpus { corpus, docs, seed } => Input::Corpus(corpus, docs, seed),
-            Source::S3 { key } => Input::File(self.fetch(&key, &work.0.join("source.jsonl")).await?),
+            Source::S3 { key } => {
+                Input::File(self.fetch(&key, &work.0.join("source.jsonl")).await?)
+            }
             Source::File(path) => Input::File(path),
             Source::Body(bytes) => Input::Body(bytes),
         };
@@ -164,14 +186,19 @@ impl Indexer {
             let docs: Box<dyn Iterator<Item = Result<Doc>>> = match input {
                 Input::Corpus(corpus, docs, seed) => corpus.docs(docs, seed),
                 Input::File(path) => {
-                    let f = std::fs::File::open(&path).map_err(|e| Error::bad_param("file", format!("{}: {e}", path.display())))?;
+                    let f = std::fs::File::open(&path).map_err(|e| {
+                        Error::bad_param("file", format!("{}: {e}", path.display()))
+                    })?;
                     Box::new(JsonlDocs::new(BufReader::with_capacity(1 << 20, f)))
                 }
                 Input::Body(bytes) => Box::new(JsonlDocs::new(std::io::Cursor::new(bytes))),
             };
             let built = search::build(&dir.join("index"), docs, &opts)?;
             if built.docs == 0 {
-                return Err(Error::invalid("the source holds no documents; nothing was published", vec![]));
+                return Err(Error::invalid(
+                    "the source holds no documents; nothing was published",
+                    vec![],
+                ));
             }
             let t = Instant::now();
             let size = search::pack(&dir.join("index"), &dir.join(BUNDLE))?;
@@ -221,22 +248,35 @@ impl Indexer {
     async fn fetch(&self, key: &str, dest: &Path) -> Result<PathBuf> {
         let s = &self.storage;
         let mut o = s.client.get_object().bucket(&s.bucket).key(key).send().await.map_err(|e| {
-            if e.as_service_error().is_some_and(|se| se.is_no_such_key()) || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
+            if e.as_service_error().is_some_and(|se| se.is_no_such_key())
+                || e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+            {
                 Error::bad_param("key", format!("s3://{}/{key} does not exist", s.bucket))
             } else {
                 s3_error("GetObject", key, e)
             }
         })?;
         if o.content_length().unwrap_or(0) as u64 > MAX_SOURCE_BYTES {
-            return Err(Error::TooLarge { what: "source object", limit: MAX_SOURCE_BYTES as usize });
+            return Err(Error::TooLarge {
+                what: "source object",
+                limit: MAX_SOURCE_BYTES as usize,
+            });
         }
         let io = |e: std::io::Error| Error::Internal(format!("write {}: {e}", dest.display()));
-        let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(dest).await.map_err(io)?);
+        let mut f = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(dest).await.map_err(io)?,
+        );
         let mut size = 0u64;
-        while let Some(chunk) = o.body.try_next().await.map_err(|e| s3_error("GetObject", key, e))? {
+        while let Some(chunk) =
+            o.body.try_next().await.map_err(|e| s3_error("GetObject", key, e))?
+        {
             size += chunk.len() as u64;
             if size > MAX_SOURCE_BYTES {
-                return Err(Error::TooLarge { what: "source object", limit: MAX_SOURCE_BYTES as usize });
+                return Err(Error::TooLarge {
+                    what: "source object",
+                    limit: MAX_SOURCE_BYTES as usize,
+                });
             }
             f.write_all(&chunk).await.map_err(io)?;
         }
@@ -246,15 +286,20 @@ impl Indexer {
 
     /// The EventBridge entry point: `detail` may name a source like `POST /index` does
     /// (`{"key": ...}` or `{"corpus": ..., "docs": ..., "seed": ...}`); otherwise the default source.
-    pub async fn on_schedule(self: Arc<Self>, event: serde_json::Value) -> Result<serde_json::Value> {
+    pub async fn on_schedule(
+        self: Arc<Self>,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value> {
         let detail: Detail = match event.get("detail") {
-            Some(d) if d.is_object() => serde_json::from_value(d.clone())
-                .map_err(|e| Error::invalid(format!("the event's detail does not name a source: {e}"), vec![]))?,
+            Some(d) if d.is_object() => serde_json::from_value(d.clone()).map_err(|e| {
+                Error::invalid(format!("the event's detail does not name a source: {e}"), vec![])
+            })?,
             _ => Detail::default(),
         };
         let source = detail.source()?.unwrap_or_else(|| self.default_source());
         let report = self.run(source).await?;
-        serde_json::to_value(&report).map_err(|e| Error::Internal(format!("serializing a report: {e}")))
+        serde_json::to_value(&report)
+            .map_err(|e| Error::Internal(format!("serializing a report: {e}")))
     }
 }
 
@@ -290,8 +335,15 @@ impl Detail {
             if self.corpus.is_some() {
                 return Err(Error::bad_param("key", "give either corpus or key, not both"));
             }
-            if key.is_empty() || key.len() > 1024 || key.starts_with('/') || key.chars().any(char::is_control) {
-                return Err(Error::bad_param("key", "must be an S3 object key of 1-1024 characters, without a leading /"));
+            if key.is_empty()
+                || key.len() > 1024
+                || key.starts_with('/')
+                || key.chars().any(char::is_control)
+            {
+                return Err(Error::bad_param(
+                    "key",
+                    "must be an S3 object key of 1-1024 characters, without a leading /",
+                ));
             }
             return Ok(Some(Source::S3 { key }));
         }
@@ -302,10 +354,14 @@ impl Detail {
             }
             return Ok(None);
         };
-        let corpus = Corpus::parse(&corpus).ok_or_else(|| Error::bad_param("corpus", "must be one of reference, realistic"))?;
+        let corpus = Corpus::parse(&corpus)
+            .ok_or_else(|| Error::bad_param("corpus", "must be one of reference, realistic"))?;
         let docs = self.docs.unwrap_or(DEFAULT_DOCS);
         if !(1..=MAX_DOCS).contains(&docs) {
-            return Err(Error::bad_param("docs", format!("must be between 1 and {MAX_DOCS}, got {docs}")));
+            return Err(Error::bad_param(
+                "docs",
+                format!("must be between 1 and {MAX_DOCS}, got {docs}"),
+            ));
         }
         Ok(Some(Source::Corpus { corpus, docs, seed: self.seed.unwrap_or(DEFAULT_SEED) }))
     }
@@ -336,11 +392,19 @@ pub fn routes(state: Arc<Indexer>) -> Router {
         (status = 413, description = "A body over 6 MB.", body = quiver::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not JSONL.", body = quiver::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn index(State(s): State<Arc<Indexer>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response> {
+async fn index(
+    State(s): State<Arc<Indexer>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     if let Some(raw) = uri.query() {
         for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {
             if !k.is_empty() && !PARAMS.contains(&k.as_ref()) {
-                return Err(Error::bad_param(&k, format!("is not a parameter of /index (use {})", PARAMS.join(", "))));
+                return Err(Error::bad_param(
+                    &k,
+                    format!("is not a parameter of /index (use {})", PARAMS.join(", ")),
+                ));
             }
         }
     }
@@ -357,12 +421,17 @@ async fn index(State(s): State<Arc<Indexer>>, uri: Uri, headers: HeaderMap, body
         from_params.unwrap_or_else(|| s.default_source())
     } else {
         if from_params.is_some() {
-            return Err(Error::invalid("give the documents either as a JSONL body or with corpus/key, not both", vec![]));
+            return Err(Error::invalid(
+                "give the documents either as a JSONL body or with corpus/key, not both",
+                vec![],
+            ));
         }
         let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let ct = ct.split(';').next().unwrap_or("").trim();
         if !matches!(ct, "" | "application/x-ndjson" | "application/jsonl" | "application/json") {
-            return Err(Error::UnsupportedMediaType(format!("content type {ct:?}: send JSONL as application/x-ndjson")));
+            return Err(Error::UnsupportedMediaType(format!(
+                "content type {ct:?}: send JSONL as application/x-ndjson"
+            )));
         }
         Source::Body(bytes)
     };

@@ -24,8 +24,13 @@ struct Fixture {
 impl Fixture {
     fn new(name: &str, keep: usize) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let unique = format!("{name}-{}-{nanos}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let unique = format!(
+            "{name}-{}-{nanos}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join("quiver-indexer-tests").join(&unique);
         let settings = Settings {
             prefix: format!("test/indexer/{unique}/docs"),
@@ -56,7 +61,12 @@ async fn storage() -> Storage {
     Storage::new(&service_config()).await.unwrap()
 }
 
-async fn post(app: &Router, uri: &str, ct: &str, body: impl Into<axum::body::Body>) -> (u16, Value) {
+async fn post(
+    app: &Router,
+    uri: &str,
+    ct: &str,
+    body: impl Into<axum::body::Body>,
+) -> (u16, Value) {
     let req = http::Request::post(uri).header("content-type", ct).body(body.into()).unwrap();
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status().as_u16();
@@ -73,13 +83,19 @@ async fn post_index_publishes_a_bundle_then_the_manifest() {
     assert_eq!(report["docs"], 1000);
     assert_eq!(report["segments"].as_u64().map(|s| s >= 1), Some(true));
 
-    let (manifest, _) = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None).await.unwrap().unwrap();
+    let (manifest, _) = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(manifest.version, report["version"].as_str().unwrap());
     assert_eq!(manifest.meta["doc_count"], 1000);
     assert_eq!(manifest.meta["bundle_size"], report["bundle_bytes"]);
     assert_eq!(manifest.files.len(), 1);
     assert_eq!(manifest.files[0].name, search::BUNDLE);
-    assert_eq!(manifest.files[0].key, format!("{}/{}/index.tar.zst", f.settings.prefix, manifest.version));
+    assert_eq!(
+        manifest.files[0].key,
+        format!("{}/{}/index.tar.zst", f.settings.prefix, manifest.version)
+    );
     assert_eq!(manifest.files[0].size, report["bundle_bytes"].as_u64().unwrap());
 
     // The bundle unpacks into an index with one segment and every document.
@@ -128,7 +144,8 @@ async fn jsonl_from_a_body_and_from_s3() {
 async fn bad_input_is_a_4xx_and_publishes_nothing() {
     let f = Fixture::new("bad", 3);
     let app = f.app().await;
-    let bad_line = "{\"id\":1,\"title\":\"ok\",\"body\":\"ok\"}\n{\"id\":2,\"body\":\"no title\"}\n";
+    let bad_line =
+        "{\"id\":1,\"title\":\"ok\",\"body\":\"ok\"}\n{\"id\":2,\"body\":\"no title\"}\n";
     let cases: Vec<(String, &str, String, u16, &str)> = vec![
         ("/index?corpus=library".into(), "", String::new(), 400, "corpus"),
         ("/index?corpus=reference&docs=0".into(), "", String::new(), 400, "docs"),
@@ -141,10 +158,28 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
         ("/index?key=test/indexer/missing.jsonl".into(), "", String::new(), 400, "key"),
         ("/index?limit=5".into(), "", String::new(), 400, "limit"),
         ("/index".into(), "application/x-ndjson", bad_line.into(), 400, "line 2: title"),
-        ("/index".into(), "application/x-ndjson", "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"tags\":[\"no/slash\"]}".into(), 400, "line 1: tags[0]"),
-        ("/index".into(), "application/x-ndjson", "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"created_at\":\"soon\"}".into(), 400, "line 1: created_at"),
+        (
+            "/index".into(),
+            "application/x-ndjson",
+            "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"tags\":[\"no/slash\"]}".into(),
+            400,
+            "line 1: tags[0]",
+        ),
+        (
+            "/index".into(),
+            "application/x-ndjson",
+            "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"created_at\":\"soon\"}".into(),
+            400,
+            "line 1: created_at",
+        ),
         ("/index".into(), "application/x-ndjson", "not json\n".into(), 400, "line 1"),
-        ("/index?corpus=reference".into(), "application/x-ndjson", bad_line.into(), 400, "not both"),
+        (
+            "/index?corpus=reference".into(),
+            "application/x-ndjson",
+            bad_line.into(),
+            400,
+            "not both",
+        ),
         ("/index".into(), "text/csv", "id,title\n1,a".into(), 415, "content type"),
     ];
     for (uri, ct, body, status, needle) in cases {
@@ -152,7 +187,9 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
         assert_eq!(s, status, "{uri}: {v}");
         assert!(v.to_string().contains(needle), "{uri}: expected {needle:?} in {v}");
     }
-    let (s, v) = post(&app, "/index", "application/x-ndjson", vec![b' '; quiver::http::MAX_BODY_BYTES + 1]).await;
+    let (s, v) =
+        post(&app, "/index", "application/x-ndjson", vec![b' '; quiver::http::MAX_BODY_BYTES + 1])
+            .await;
     assert_eq!((s, v["limit"].as_u64()), (413, Some(quiver::http::MAX_BODY_BYTES as u64)));
     let e = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None).await.unwrap_err();
     assert!(e.to_string().contains("nothing has been published"), "{e}");
@@ -162,8 +199,11 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
 async fn the_scheduled_event_runs_the_same_indexing() {
     let f = Fixture::new("schedule", 3);
     let ix = f.indexer().await;
-    let event: quiver::lambda::Invocation = serde_json::from_str(include_str!("../../../events/indexer-schedule.json")).unwrap();
-    let quiver::lambda::Invocation::Schedule(event) = event else { panic!("the scheduled event parsed as HTTP") };
+    let event: quiver::lambda::Invocation =
+        serde_json::from_str(include_str!("../../../events/indexer-schedule.json")).unwrap();
+    let quiver::lambda::Invocation::Schedule(event) = event else {
+        panic!("the scheduled event parsed as HTTP")
+    };
     let report = ix.clone().on_schedule(event.clone()).await.unwrap();
     assert_eq!(report["docs"], 10_000, "no source configured: the reference corpus");
     assert!(report["source"].as_str().unwrap().starts_with("reference"));
@@ -176,7 +216,8 @@ async fn the_scheduled_event_runs_the_same_indexing() {
     assert_eq!(ix.clone().on_schedule(custom).await.unwrap_err().status(), 400);
 
     // An HTTP event still parses as HTTP.
-    let http: quiver::lambda::Invocation = serde_json::from_str(include_str!("../../../events/search.json")).unwrap();
+    let http: quiver::lambda::Invocation =
+        serde_json::from_str(include_str!("../../../events/search.json")).unwrap();
     assert!(matches!(http, quiver::lambda::Invocation::Http(_)));
 }
 

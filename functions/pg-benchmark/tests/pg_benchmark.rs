@@ -25,7 +25,9 @@ fn app() -> Router {
 /// A user id no other test (or earlier run) uses.
 fn fresh_user() -> i32 {
     static NEXT: AtomicI32 = AtomicI32::new(0);
-    let base = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 900_000_000) as i32;
+    let base =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            % 900_000_000) as i32;
     1_100_000_000 + base + NEXT.fetch_add(1000, Ordering::Relaxed)
 }
 
@@ -48,14 +50,22 @@ async fn insert(pg: &Pg, user: i32, n: usize) {
             event_type: EventType::ALL[i % 5],
             page_url: format!("/p/{i}?q=ü&x=\"y\""),
             metadata: TRICKY[i % TRICKY.len()].to_string(),
-            created_at_us: if i == 0 { 946_684_799_999_999 } else { 1_764_000_000_000_000 + (i as i64 / 2) * 1_234_567 },
+            created_at_us: if i == 0 {
+                946_684_799_999_999
+            } else {
+                1_764_000_000_000_000 + (i as i64 / 2) * 1_234_567
+            },
         })
         .collect();
     quiver::ingest::insert(pg, &batch, None).await.unwrap();
 }
 
 async fn get(app: &Router, uri: &str) -> (u16, Value) {
-    let res = app.clone().oneshot(http::Request::get(uri).body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(http::Request::get(uri).body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap())
@@ -71,7 +81,11 @@ async fn every_approach_writes_byte_identical_json_equal_to_the_events_api() {
         let typed = s.run(Approach::Typed).await.unwrap();
         // The reference body is what `GET /events/{user_id}` puts in its `events` array.
         let (events, _) = quiver::ingest::list(&pg, user, limit, None).await.unwrap();
-        assert_eq!(typed.body, serde_json::to_vec(&events).unwrap(), "typed = the events API (limit {limit})");
+        assert_eq!(
+            typed.body,
+            serde_json::to_vec(&events).unwrap(),
+            "typed = the events API (limit {limit})"
+        );
         assert_eq!(typed.count, (limit as usize).min(23));
         for a in Approach::ALL {
             let o = s.run(a).await.unwrap();
@@ -88,9 +102,18 @@ async fn every_approach_writes_byte_identical_json_equal_to_the_events_api() {
     let s = Session::open(&pg, user, 100).await.unwrap();
     let body = String::from_utf8(s.run(Approach::CopyBinary).await.unwrap().body).unwrap();
     // The canonical rendering: serde_json's numbers, unicode kept, only what JSON requires escaped.
-    for needle in [r#""big":1e+300"#, r#""neg_zero":0.0"#, r#""scale":1.1"#, r#""huge_int":1.2345678901234568e+29"#,
-                   r#""u64":18446744073709551615"#, r#""i64":-9223372036854775808"#, "日本語 😀", r#"quote \" backslash \\ tab \t nl \n ctl \u0001 </script>"#,
-                   r#""created_at":"1999-12-31T23:59:59.999999Z""#, r#""page_url":"/p/0?q=ü&x=\"y\"""#] {
+    for needle in [
+        r#""big":1e+300"#,
+        r#""neg_zero":0.0"#,
+        r#""scale":1.1"#,
+        r#""huge_int":1.2345678901234568e+29"#,
+        r#""u64":18446744073709551615"#,
+        r#""i64":-9223372036854775808"#,
+        "日本語 😀",
+        r#"quote \" backslash \\ tab \t nl \n ctl \u0001 </script>"#,
+        r#""created_at":"1999-12-31T23:59:59.999999Z""#,
+        r#""page_url":"/p/0?q=ü&x=\"y\"""#,
+    ] {
         assert!(body.contains(needle), "expected {needle} in {body}");
     }
     let v: Vec<Value> = serde_json::from_str(&body).unwrap();
@@ -112,7 +135,13 @@ async fn a_user_without_events_gives_empty_arrays() {
 
 fn spread_ok(v: &Value, what: &str) {
     let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{what}.{k} missing in {v}"));
-    assert!(f("min") <= f("p50") && f("p50") <= f("max") && f("min") <= f("avg") && f("avg") <= f("max"), "{what}: {v}");
+    assert!(
+        f("min") <= f("p50")
+            && f("p50") <= f("max")
+            && f("min") <= f("avg")
+            && f("avg") <= f("max"),
+        "{what}: {v}"
+    );
     assert!(f("min") >= 0.0);
 }
 
@@ -121,12 +150,14 @@ async fn benchmark_reports_every_approach_after_a_warm_up() {
     let pg = pg();
     let user = fresh_user();
     insert(&pg, user, 40).await;
-    let (s, v) = get(&app(), &format!("/samples/pg/benchmark?user_id={user}&limit=30&runs=3")).await;
+    let (s, v) =
+        get(&app(), &format!("/samples/pg/benchmark?user_id={user}&limit=30&runs=3")).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["dataset_size"], 30);
     assert_eq!(v["runs"], 3);
     assert_eq!(v["identical_json"], true, "{v}");
-    let names: Vec<&str> = v["approaches"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let names: Vec<&str> =
+        v["approaches"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
     let mut expected = vec!["dynamic", "typed", "polars", "copy_binary"];
     let mut sorted = names.clone();
     sorted.sort();
@@ -161,7 +192,10 @@ async fn benchmark_all_has_the_reference_shape() {
         let a = &v["approaches"][name];
         let f = |k: &str| a[k].as_f64().unwrap_or_else(|| panic!("{name}.{k} missing in {a}"));
         assert!(f("query_time_ms") > 0.0 && f("parse_time_ms") > 0.0, "{a}");
-        assert!((f("total_time_ms") - f("query_time_ms") - f("parse_time_ms")).abs() < 0.001, "{a}");
+        assert!(
+            (f("total_time_ms") - f("query_time_ms") - f("parse_time_ms")).abs() < 0.001,
+            "{a}"
+        );
         assert_eq!(a["count"], 12);
     }
     assert!(v["comparison"]["fastest"].is_string());
@@ -189,7 +223,8 @@ async fn out_of_range_parameters_are_400_naming_them() {
         assert_eq!(s, 400, "{q}: {v}");
         assert_eq!(v["param"], param, "{q}: {v}");
     }
-    let edge = format!("/samples/pg/benchmark?user_id={}&limit=10000&runs=100&unrelated=", fresh_user());
+    let edge =
+        format!("/samples/pg/benchmark?user_id={}&limit=10000&runs=100&unrelated=", fresh_user());
     let (s, v) = get(&app, &edge).await;
     assert_eq!(s, 200, "the limits themselves are accepted: {v}");
 }
@@ -210,7 +245,8 @@ async fn a_database_that_is_down_is_503_naming_it() {
 
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
-    let req = lambda_http::request::from_str(include_str!("../../../events/pg-benchmark.json")).unwrap();
+    let req =
+        lambda_http::request::from_str(include_str!("../../../events/pg-benchmark.json")).unwrap();
     let res = app().oneshot(req).await.unwrap();
     let status = res.status();
     let body = res.into_body().collect().await.unwrap().to_bytes();

@@ -107,7 +107,9 @@ async fn blocking<F>(work: F) -> Result<Vec<u8>>
 where
     F: FnOnce() -> Result<Vec<u8>> + Send + 'static,
 {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(format!("processing task: {e}")))?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("processing task: {e}")))?
 }
 
 /// The same, as a cache entry.
@@ -125,11 +127,14 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 /// JSON, or no content type at all (curl -d sends form encoding; that is refused, not guessed).
 fn check_content_type(headers: &HeaderMap) -> Result<()> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
-    let mime = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime =
+        ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime == "application/json" || mime.ends_with("+json") {
         Ok(())
     } else {
-        Err(Error::UnsupportedMediaType(format!("Content-Type must be application/json, got {mime:?}")))
+        Err(Error::UnsupportedMediaType(format!(
+            "Content-Type must be application/json, got {mime:?}"
+        )))
     }
 }
 
@@ -166,7 +171,11 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
             })
         })
         .await?;
-    Ok(lookup.entry.respond(lookup.status, &headers, ServerTiming::default().add("cache", lookup.lookup)))
+    Ok(lookup.entry.respond(
+        lookup.status,
+        &headers,
+        ServerTiming::default().add("cache", lookup.lookup),
+    ))
 }
 
 /// Generates `size` points and computes their statistics: the reference's processing benchmark.
@@ -176,7 +185,11 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
         ("seed" = Option<u64>, Query, description = "With a seed the answer is deterministic and cached; without one a fresh seed is used and returned."),
     ),
     responses((status = 200, description = "The statistics, with generation and processing timed apart.", body = GeneratedReport)))]
-async fn generated(State(s): State<Arc<Process>>, headers: HeaderMap, uri: Uri) -> Result<Response> {
+async fn generated(
+    State(s): State<Arc<Process>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response> {
     let started = Instant::now();
     let p = Params::from_uri(&uri)?;
     let size: usize = p.number("size", Some(DEFAULT_SIZE), 1..=MAX_GENERATED)?;
@@ -192,7 +205,11 @@ async fn generated(State(s): State<Arc<Process>>, headers: HeaderMap, uri: Uri) 
             size,
             seed,
             stats,
-            timings: GeneratedTimings { generation_ms: ms(generation), process_ms: ms(processed), total_ms: ms(started.elapsed()) },
+            timings: GeneratedTimings {
+                generation_ms: ms(generation),
+                process_ms: ms(processed),
+                total_ms: ms(started.elapsed()),
+            },
         })
     };
     match given_seed {
@@ -200,7 +217,11 @@ async fn generated(State(s): State<Arc<Process>>, headers: HeaderMap, uri: Uri) 
             let params = format!("size={size}&seed={seed}");
             let key = Key::of_parts(&[RESULT_VERSION, b"GET /process", params.as_bytes()]);
             let lookup = s.cache.get_or_compute(key, || blocking_entry(work)).await?;
-            Ok(lookup.entry.respond(lookup.status, &headers, ServerTiming::default().add("cache", lookup.lookup)))
+            Ok(lookup.entry.respond(
+                lookup.status,
+                &headers,
+                ServerTiming::default().add("cache", lookup.lookup),
+            ))
         }
         None => {
             let json = blocking(work).await?;

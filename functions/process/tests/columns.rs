@@ -28,7 +28,10 @@ fn a_valid_batch_becomes_columns_with_sorted_dictionaries() {
     assert_eq!(b.batch_id, "b1");
     let c = &b.columns;
     assert_eq!(c.ids, vec![1, 2, 3]);
-    assert_eq!(c.timestamps_us, vec![1_790_856_000_000_000, 1_790_000_000_000_000, 1_790_000_000_500_000]);
+    assert_eq!(
+        c.timestamps_us,
+        vec![1_790_856_000_000_000, 1_790_000_000_000_000, 1_790_000_000_500_000]
+    );
     assert_eq!(c.category_names, vec!["AB", "ALPHA"]);
     assert_eq!(c.categories, vec![1, 0, 1]);
     assert_eq!(c.values, vec![10.5, 0.0, 1000.0]);
@@ -39,12 +42,30 @@ fn a_valid_batch_becomes_columns_with_sorted_dictionaries() {
 #[test]
 fn each_rule_names_the_index_and_field() {
     let cases = [
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"alpha","value":1}"#, "data[1].category"),
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A1","value":1}"#, "data[1].category"),
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"","value":1}"#, "data[1].category"),
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":1000.01}"#, "data[1].value"),
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":-1}"#, "data[1].value"),
-        (r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":"5"}"#, "data[1].value"),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"alpha","value":1}"#,
+            "data[1].category",
+        ),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A1","value":1}"#,
+            "data[1].category",
+        ),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"","value":1}"#,
+            "data[1].category",
+        ),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":1000.01}"#,
+            "data[1].value",
+        ),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":-1}"#,
+            "data[1].value",
+        ),
+        (
+            r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"A","value":"5"}"#,
+            "data[1].value",
+        ),
         (r#"{"id":1,"timestamp":"yesterday","category":"A","value":1}"#, "data[1].timestamp"),
         (r#"{"id":1,"timestamp":-5,"category":"A","value":1}"#, "data[1].timestamp"),
         (r#"{"id":1.5,"timestamp":0,"category":"A","value":1}"#, "data[1].id"),
@@ -58,12 +79,23 @@ fn each_rule_names_the_index_and_field() {
         assert_eq!(err_at(&format!("{OK},{point}")), (400, at.to_string()), "{point}");
     }
     let long = "t".repeat(MAX_TAG_CHARS + 1);
-    assert_eq!(err_at(&format!(r#"{OK},{{"id":1,"timestamp":0,"category":"A","value":1,"tags":["{long}"]}}"#)).1, "data[1].tags[0]");
+    assert_eq!(
+        err_at(&format!(
+            r#"{OK},{{"id":1,"timestamp":0,"category":"A","value":1,"tags":["{long}"]}}"#
+        ))
+        .1,
+        "data[1].tags[0]"
+    );
     let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("\"t{i}\"")).collect();
-    let many = format!(r#"{{"id":1,"timestamp":0,"category":"A","value":1,"tags":[{}]}}"#, many.join(","));
+    let many =
+        format!(r#"{{"id":1,"timestamp":0,"category":"A","value":1,"tags":[{}]}}"#, many.join(","));
     assert_eq!(err_at(&format!("{OK},{many}")).1, "data[1].tags");
-    let exact: Vec<String> = (0..MAX_TAGS).map(|_| format!("\"{}\"", "é".repeat(MAX_TAG_CHARS))).collect();
-    let exact = format!(r#"{{"id":1,"timestamp":0,"category":"A","value":1,"tags":[{}]}}"#, exact.join(","));
+    let exact: Vec<String> =
+        (0..MAX_TAGS).map(|_| format!("\"{}\"", "é".repeat(MAX_TAG_CHARS))).collect();
+    let exact = format!(
+        r#"{{"id":1,"timestamp":0,"category":"A","value":1,"tags":[{}]}}"#,
+        exact.join(",")
+    );
     assert!(parse(&body(&exact)).is_ok(), "32 tags of 64 characters are allowed");
 }
 
@@ -107,7 +139,10 @@ fn many_problems_are_counted_and_the_first_listed() {
 
 #[test]
 fn escaped_strings_are_decoded() {
-    let b = parse(&body(r#"{"id":1,"timestamp":0,"category":"\u0041B","value":1,"tags":["a\"b","a\"b"]}"#)).unwrap();
+    let b = parse(&body(
+        r#"{"id":1,"timestamp":0,"category":"\u0041B","value":1,"tags":["a\"b","a\"b"]}"#,
+    ))
+    .unwrap();
     assert_eq!(b.columns.category_names, vec!["AB"]);
     assert_eq!(b.columns.tag_names, vec!["a\"b"]);
     assert_eq!(b.columns.tags, vec![0, 0]);

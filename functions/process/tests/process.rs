@@ -22,7 +22,8 @@ fn app_with(cfg: &Config) -> Router {
 async fn app() -> Router {
     let state = process::Process::new(&service_config()).unwrap();
     for _ in 0..100 {
-        if state.cache().get(&quiver::cache::Key::new("process-test", "warm", "", "")).await.is_ok() {
+        if state.cache().get(&quiver::cache::Key::new("process-test", "warm", "", "")).await.is_ok()
+        {
             return quiver::http::app(process::routes(state));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -40,7 +41,8 @@ fn app_without_valkey() -> Router {
 /// A batch id no earlier run used, so that its first POST is a MISS.
 fn fresh_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("test-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -70,7 +72,10 @@ async fn send(app: &Router, req: http::Request<Body>) -> Answer {
 }
 
 fn post(body: impl Into<Body>) -> http::Request<Body> {
-    http::Request::post("/process").header("content-type", "application/json").body(body.into()).unwrap()
+    http::Request::post("/process")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
 }
 
 fn get(query: &str) -> http::Request<Body> {
@@ -94,7 +99,10 @@ async fn a_batch_is_aggregated_and_the_same_body_twice_is_a_hit_with_an_identica
     assert_eq!(v["max_value"], 999.0);
     assert_eq!(v["mean_value"], 499.5);
     assert_eq!(v["p50_value"], 499.5);
-    assert_eq!(v["by_category"][0], json!({"category": "ALPHA", "count": 500, "mean": 499.0, "min": 0.0, "max": 998.0}));
+    assert_eq!(
+        v["by_category"][0],
+        json!({"category": "ALPHA", "count": 500, "mean": 499.0, "min": 0.0, "max": 998.0})
+    );
     assert_eq!(v["by_category"][1]["category"], "BRAVO");
     assert_eq!(v["by_tag"], json!([{"tag": "api", "count": 1000}, {"tag": "web", "count": 1000}]));
     for t in ["parse_ms", "process_ms", "total_ms"] {
@@ -186,7 +194,10 @@ async fn every_validation_rule_is_a_4xx_naming_the_index_and_the_field() {
     let a = send(&app, post("{\"batch_id\": \"x\", \"data\": [")).await;
     assert_eq!(a.status, 400);
     assert!(a.json["detail"].as_str().unwrap().contains("not valid JSON"), "{}", a.json);
-    let req = http::Request::post("/process").header("content-type", "text/csv").body(Body::from("a,b")).unwrap();
+    let req = http::Request::post("/process")
+        .header("content-type", "text/csv")
+        .body(Body::from("a,b"))
+        .unwrap();
     assert_eq!(send(&app, req).await.status, 415);
 }
 
@@ -194,7 +205,11 @@ async fn every_validation_rule_is_a_4xx_naming_the_index_and_the_field() {
 async fn too_many_points_or_too_many_bytes_is_413_naming_the_limit() {
     let app = app().await;
     let small = r#"{"id":1,"timestamp":0,"category":"A","value":1}"#;
-    let body = format!(r#"{{"batch_id":"{}","data":[{}]}}"#, fresh_id(), vec![small; MAX_POINTS + 1].join(","));
+    let body = format!(
+        r#"{{"batch_id":"{}","data":[{}]}}"#,
+        fresh_id(),
+        vec![small; MAX_POINTS + 1].join(",")
+    );
     assert!(body.len() < MAX_BODY_BYTES);
     let a = send(&app, post(body)).await;
     assert_eq!(a.status, 413, "{}", a.json);
@@ -210,7 +225,13 @@ async fn too_many_points_or_too_many_bytes_is_413_naming_the_limit() {
 async fn query_parameters_are_validated_and_named() {
     let app = app().await;
     let too_big = format!("size={}", MAX_GENERATED + 1);
-    for (q, param) in [("size=0", "size"), (too_big.as_str(), "size"), ("size=ten", "size"), ("seed=-1", "seed"), ("seed=x", "seed")] {
+    for (q, param) in [
+        ("size=0", "size"),
+        (too_big.as_str(), "size"),
+        ("size=ten", "size"),
+        ("seed=-1", "seed"),
+        ("seed=x", "seed"),
+    ] {
         let a = send(&app, get(q)).await;
         assert_eq!(a.status, 400, "{q}");
         assert_eq!(a.json["param"], param, "{q}: {}", a.json);
@@ -219,7 +240,9 @@ async fn query_parameters_are_validated_and_named() {
 
 #[tokio::test]
 async fn generated_batches_are_deterministic_cached_by_size_and_seed_and_report_both_timings() {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64;
     let bypass = app_without_valkey();
     let a = send(&bypass, get(&format!("size=5000&seed={seed}"))).await;
     let b = send(&bypass, get(&format!("size=5000&seed={seed}"))).await;
@@ -251,7 +274,16 @@ async fn posting_the_generated_body_gives_the_statistics_of_the_generated_batch(
     let posted = send(&app, post(quiver::process::batch_json(3000, seed))).await;
     let generated = send(&app, get(&format!("size=3000&seed={seed}"))).await;
     assert_eq!(posted.status, 200, "{}", posted.json);
-    for field in ["total_records", "mean_value", "min_value", "max_value", "p50_value", "p95_value", "by_category", "by_tag"] {
+    for field in [
+        "total_records",
+        "mean_value",
+        "min_value",
+        "max_value",
+        "p50_value",
+        "p95_value",
+        "by_category",
+        "by_tag",
+    ] {
         assert_eq!(posted.json[field], generated.json[field], "{field}");
     }
 }
@@ -274,13 +306,16 @@ async fn without_a_seed_each_request_is_computed_and_says_which_seed_it_used() {
 
 #[tokio::test]
 async fn the_sample_events_run_through_the_handler() {
-    let req = lambda_http::request::from_str(include_str!("../../../events/process-get.json")).unwrap();
+    let req =
+        lambda_http::request::from_str(include_str!("../../../events/process-get.json")).unwrap();
     let res = app().await.oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
-    let req = lambda_http::request::from_str(include_str!("../../../events/process-post.json")).unwrap();
+    let req =
+        lambda_http::request::from_str(include_str!("../../../events/process-post.json")).unwrap();
     let res = app().await.oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
-    let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["batch_id"], "sample-1");
     assert_eq!(v["total_records"], 3);
     assert_eq!(v["by_tag"][0], json!({"tag": "web", "count": 2}));

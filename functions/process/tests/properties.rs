@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use quiver::process::{aggregate, generate, parse, CategoryStats, Stats, TagCount, MAX_EPOCH_S, TOP_TAGS};
+use quiver::process::{
+    aggregate, generate, parse, CategoryStats, Stats, TagCount, MAX_EPOCH_S, TOP_TAGS,
+};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone)]
@@ -42,7 +44,8 @@ fn reference(rows: &[(&str, f64)], tags: &[&str]) -> Stats {
     for t in tags {
         *counts.entry(t).or_default() += 1;
     }
-    let mut by_tag: Vec<TagCount> = counts.into_iter().map(|(t, c)| TagCount { tag: t.to_string(), count: c }).collect();
+    let mut by_tag: Vec<TagCount> =
+        counts.into_iter().map(|(t, c)| TagCount { tag: t.to_string(), count: c }).collect();
     by_tag.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tag.cmp(&b.tag)));
     by_tag.truncate(TOP_TAGS);
     Stats {
@@ -54,7 +57,13 @@ fn reference(rows: &[(&str, f64)], tags: &[&str]) -> Stats {
         p95_value: quantile(&values, 0.95),
         by_category: cats
             .into_iter()
-            .map(|(c, (n, sum, min, max))| CategoryStats { category: c.to_string(), count: n, mean: sum / n as f64, min, max })
+            .map(|(c, (n, sum, min, max))| CategoryStats {
+                category: c.to_string(),
+                count: n,
+                mean: sum / n as f64,
+                min,
+                max,
+            })
             .collect(),
         by_tag,
     }
@@ -66,7 +75,12 @@ fn close(a: f64, b: f64) -> bool {
 
 fn assert_matches(got: &Stats, want: &Stats) {
     assert_eq!(got.total_records, want.total_records);
-    assert!(close(got.mean_value, want.mean_value), "mean {} vs {}", got.mean_value, want.mean_value);
+    assert!(
+        close(got.mean_value, want.mean_value),
+        "mean {} vs {}",
+        got.mean_value,
+        want.mean_value
+    );
     assert_eq!((got.min_value, got.max_value), (want.min_value, want.max_value));
     assert_eq!((got.p50_value, got.p95_value), (want.p50_value, want.p95_value));
     assert_eq!(got.by_category.len(), want.by_category.len());
@@ -80,7 +94,8 @@ fn assert_matches(got: &Stats, want: &Stats) {
 fn timestamp() -> impl Strategy<Value = Value> {
     prop_oneof![
         (0..=MAX_EPOCH_S).prop_map(|s| json!(s)),
-        (0i64..4_102_444_800).prop_map(|s| json!(chrono::DateTime::from_timestamp(s, 0).unwrap().to_rfc3339())),
+        (0i64..4_102_444_800)
+            .prop_map(|s| json!(chrono::DateTime::from_timestamp(s, 0).unwrap().to_rfc3339())),
         (0.0..4e9f64).prop_map(|s| json!(s)),
     ]
 }
@@ -92,7 +107,13 @@ fn value() -> impl Strategy<Value = f64> {
 fn point() -> impl Strategy<Value = Point> {
     // Few distinct categories and tags, so that groups are large and count ties are common.
     (any::<i64>(), timestamp(), "[A-D]{1,2}", value(), prop::collection::vec("[a-f]{1,2}", 0..6))
-        .prop_map(|(id, timestamp, category, value, tags)| Point { id, timestamp, category, value, tags })
+        .prop_map(|(id, timestamp, category, value, tags)| Point {
+            id,
+            timestamp,
+            category,
+            value,
+            tags,
+        })
 }
 
 fn body(points: &[Point]) -> String {
@@ -200,9 +221,18 @@ proptest! {
 #[test]
 fn malformed_rfc3339_is_rejected_like_chrono() {
     for ts in [
-        "2026-02-29T00:00:00Z", "2024-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-10-01T24:00:00Z",
-        "2026-10-01T12:60:00Z", "2026-10-01T12:00:00", "2026-10-01T12:00:00.Z", "2026-10-01T12:00:00+24:00",
-        "2026-10-01T12:00:00+0200", "2026-1-01T12:00:00Z", "2026-10-01T12:00:00Zjunk", "+026-10-01T12:00:00Z",
+        "2026-02-29T00:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-10-01T24:00:00Z",
+        "2026-10-01T12:60:00Z",
+        "2026-10-01T12:00:00",
+        "2026-10-01T12:00:00.Z",
+        "2026-10-01T12:00:00+24:00",
+        "2026-10-01T12:00:00+0200",
+        "2026-1-01T12:00:00Z",
+        "2026-10-01T12:00:00Zjunk",
+        "+026-10-01T12:00:00Z",
     ] {
         let point = json!({"id": 1, "timestamp": ts, "category": "A", "value": 1});
         let parsed = parse(json!({"batch_id": "t", "data": [point]}).to_string().as_bytes());
@@ -210,7 +240,8 @@ fn malformed_rfc3339_is_rejected_like_chrono() {
     }
     let point = json!({"id": 1, "timestamp": "2024-02-29T23:59:60Z", "category": "A", "value": 1});
     let b = parse(json!({"batch_id": "t", "data": [point]}).to_string().as_bytes()).unwrap();
-    let leap = chrono::DateTime::parse_from_rfc3339("2024-02-29T23:59:60Z").unwrap().timestamp_micros();
+    let leap =
+        chrono::DateTime::parse_from_rfc3339("2024-02-29T23:59:60Z").unwrap().timestamp_micros();
     assert_eq!(b.columns.timestamps_us[0], leap, "a leap second is left to chrono");
 }
 
@@ -218,8 +249,12 @@ fn malformed_rfc3339_is_rejected_like_chrono() {
 fn a_large_generated_batch_matches_too() {
     // Large enough for parallel generation and for Polars to split its work.
     let cols = generate(700_000, 42);
-    let rows: Vec<(&str, f64)> =
-        cols.categories.iter().zip(&cols.values).map(|(c, v)| (cols.category_names[*c as usize].as_str(), *v)).collect();
+    let rows: Vec<(&str, f64)> = cols
+        .categories
+        .iter()
+        .zip(&cols.values)
+        .map(|(c, v)| (cols.category_names[*c as usize].as_str(), *v))
+        .collect();
     let tags: Vec<&str> = cols.tags.iter().map(|t| cols.tag_names[*t as usize].as_str()).collect();
     let want = reference(&rows, &tags);
     assert_matches(&aggregate(cols.clone()).unwrap(), &want);

@@ -50,9 +50,16 @@ pub struct Settings {
 impl Settings {
     pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
         Ok(Settings {
-            prefix: std::env::var("QUIVER_INDEX_PREFIX").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| DEFAULT_PREFIX.into()),
+            prefix: std::env::var("QUIVER_INDEX_PREFIX")
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_PREFIX.into()),
             dir: PathBuf::from(&cfg.tmp_dir).join("quiver-search"),
-            check_every: Duration::from_secs(quiver::config::setting("QUIVER_INDEX_CHECK_S", 30, 0..=86_400)?),
+            check_every: Duration::from_secs(quiver::config::setting(
+                "QUIVER_INDEX_CHECK_S",
+                30,
+                0..=86_400,
+            )?),
         })
     }
 }
@@ -78,7 +85,10 @@ impl Search {
     }
 
     /// With explicit settings (tests and benchmarks follow their own prefix and directory).
-    pub async fn with_settings(cfg: &Config, s: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+    pub async fn with_settings(
+        cfg: &Config,
+        s: Settings,
+    ) -> std::result::Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Search {
             tracker: Tracker::new(Storage::new(cfg).await?, &s.prefix, s.dir, s.check_every),
             cache: Cache::from_config(cfg)?,
@@ -102,7 +112,11 @@ impl Search {
         let started = Instant::now();
         let _ = self.cache.get(&Key(0)).await;
         let loaded = self.current().await?;
-        Ok(Warm { version: loaded.manifest.version.clone(), docs: loaded.value.doc_count, ms: started.elapsed().as_secs_f64() * 1e3 })
+        Ok(Warm {
+            version: loaded.manifest.version.clone(),
+            docs: loaded.value.doc_count,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        })
     }
 
     async fn current(&self) -> Result<Arc<Loaded<IndexHandle>>> {
@@ -114,7 +128,10 @@ impl Search {
 /// is deleted once unpacked: `/tmp` holds the index once, not twice.
 async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
     if !manifest.files.iter().any(|f| f.name == BUNDLE) {
-        return Err(Error::unavailable(search::DEPENDENCY, format!("version {} has no {BUNDLE}", manifest.version)));
+        return Err(Error::unavailable(
+            search::DEPENDENCY,
+            format!("version {} has no {BUNDLE}", manifest.version),
+        ));
     }
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -164,14 +181,20 @@ impl Query {
         if let Some(raw) = raw {
             for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {
                 if !k.is_empty() && !PARAMS.contains(&k.as_ref()) {
-                    return Err(Error::bad_param(&k, format!("is not a parameter of /search (use {})", PARAMS.join(", "))));
+                    return Err(Error::bad_param(
+                        &k,
+                        format!("is not a parameter of /search (use {})", PARAMS.join(", ")),
+                    ));
                 }
             }
         }
         let p = Params::parse(raw)?;
         let q = p.get("q").map(str::trim).unwrap_or("");
         if q.is_empty() {
-            return Err(Error::bad_param("q", "is required: the text to search for, in Tantivy's query syntax"));
+            return Err(Error::bad_param(
+                "q",
+                "is required: the text to search for, in Tantivy's query syntax",
+            ));
         }
         if q.len() > MAX_Q_BYTES {
             return Err(Error::bad_param("q", format!("must be at most {MAX_Q_BYTES} bytes")));
@@ -186,8 +209,9 @@ impl Query {
         };
         let time = |name: &str, end_of_day: bool| -> Result<Option<i64>> {
             let Some(v) = p.get(name) else { return Ok(None) };
-            let secs = search::parse_time(v)
-                .ok_or_else(|| Error::bad_param(name, "must be an RFC 3339 time or a YYYY-MM-DD date"))?;
+            let secs = search::parse_time(v).ok_or_else(|| {
+                Error::bad_param(name, "must be an RFC 3339 time or a YYYY-MM-DD date")
+            })?;
             // A bare date as `to` includes that whole day.
             Ok(Some(if end_of_day && !v.contains('T') { secs + 86_399 } else { secs }))
         };
@@ -221,7 +245,14 @@ impl Query {
     }
 
     fn as_search(&self) -> SearchQuery<'_> {
-        SearchQuery { q: &self.q, limit: self.limit, offset: self.offset, tag: self.tag.as_deref(), from: self.from, to: self.to }
+        SearchQuery {
+            q: &self.q,
+            limit: self.limit,
+            offset: self.offset,
+            tag: self.tag.as_deref(),
+            from: self.from,
+            to: self.to,
+        }
     }
 }
 
@@ -249,7 +280,11 @@ struct Answer<'a> {
         ("to" = Option<String>, Query, description = "`created_at` at or before: RFC 3339 or YYYY-MM-DD (a date includes the whole day)."),
     ),
     responses((status = 200, description = "One page of hits; `x-cache` and `x-index-version` headers.", body = Answer)))]
-async fn search_route(State(s): State<Arc<Search>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+async fn search_route(
+    State(s): State<Arc<Search>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
     let started = Instant::now();
     let q = Query::parse(uri.query())?;
     let loaded = s.current().await?;
@@ -269,7 +304,8 @@ async fn search_route(State(s): State<Arc<Search>>, uri: Uri, headers: HeaderMap
                     index_version: &loaded.manifest.version,
                     results: &hits.hits,
                 };
-                let body = serde_json::to_vec(&answer).map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
+                let body = serde_json::to_vec(&answer)
+                    .map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
                 Ok(Entry::new(&body, "application/json"))
             })
             .await
@@ -290,7 +326,10 @@ mod tests {
 
     #[test]
     fn parameters_are_validated_and_named() {
-        let ok = Query::parse(Some("q=rust+search&limit=5&offset=10&tag=Rust&from=2026-01-01&to=2026-01-31")).unwrap();
+        let ok = Query::parse(Some(
+            "q=rust+search&limit=5&offset=10&tag=Rust&from=2026-01-01&to=2026-01-31",
+        ))
+        .unwrap();
         assert_eq!((ok.limit, ok.offset, ok.tag.as_deref()), (5, 10, Some("rust")));
         assert_eq!(ok.to.unwrap() - ok.from.unwrap(), 31 * 86_400 - 1);
         let long = format!("q={}", "a".repeat(MAX_Q_BYTES + 1));

@@ -25,8 +25,13 @@ struct Fixture {
 impl Fixture {
     async fn new(name: &str) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let unique = format!("{name}-{}-{nanos}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let unique = format!(
+            "{name}-{}-{nanos}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let prefix = format!("test/search/{unique}/docs");
         let dir = std::env::temp_dir().join("quiver-search-tests").join(&unique);
         let settings = indexer::Settings {
@@ -41,7 +46,8 @@ impl Fixture {
     }
 
     async fn search(&self, check_every: Duration) -> Arc<Search> {
-        let settings = Settings { prefix: self.prefix.clone(), dir: self.dir.join("search"), check_every };
+        let settings =
+            Settings { prefix: self.prefix.clone(), dir: self.dir.join("search"), check_every };
         // A loaded test machine can take longer than the 25 ms default for the first Valkey call,
         // which would turn an expected MISS into a BYPASS.
         let mut cfg = service_config();
@@ -115,7 +121,15 @@ async fn relevance_phrases_tags_dates_and_snippets() {
     assert_eq!(v["total_hits"], 2);
 
     let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&tag=animals").await;
-    assert_eq!({ let mut i = ids(&v); i.sort(); i }, vec![3, 4], "{v}");
+    assert_eq!(
+        {
+            let mut i = ids(&v);
+            i.sort();
+            i
+        },
+        vec![3, 4],
+        "{v}"
+    );
     let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&from=2026-03-10&to=2026-03-31").await;
     assert_eq!(ids(&v), vec![4], "{v}");
     let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&to=2026-03-01").await;
@@ -124,10 +138,18 @@ async fn relevance_phrases_tags_dates_and_snippets() {
     let (_, _, v) = get(&app, "/search?q=fish").await;
     let snippet = v["results"][0]["snippet"].as_str().unwrap();
     assert!(snippet.contains("<b>fish</b>"), "{snippet}");
-    assert!(snippet.contains("&lt;script&gt;") && snippet.contains("&amp;") && !snippet.contains("<script>"), "{snippet}");
+    assert!(
+        snippet.contains("&lt;script&gt;")
+            && snippet.contains("&amp;")
+            && !snippet.contains("<script>"),
+        "{snippet}"
+    );
     // A title-only match still gets a (plain, escaped) snippet from the body.
     let (_, _, v) = get(&app, "/search?q=title:escaping").await;
-    assert!(v["results"][0]["snippet"].as_str().unwrap().starts_with("Never trust &lt;script&gt;"), "{v}");
+    assert!(
+        v["results"][0]["snippet"].as_str().unwrap().starts_with("Never trust &lt;script&gt;"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +163,9 @@ async fn pages_together_equal_one_big_page() {
     assert!(big["total_hits"].as_u64().unwrap() > 100);
     let mut paged = Vec::new();
     for offset in (0..100).step_by(10) {
-        let (_, _, page) = get(&app, &format!("/search?q=performance+OR+search+OR+the&limit=10&offset={offset}")).await;
+        let (_, _, page) =
+            get(&app, &format!("/search?q=performance+OR+search+OR+the&limit=10&offset={offset}"))
+                .await;
         assert_eq!(page["total_hits"], big["total_hits"]);
         paged.extend(ids(&page));
     }
@@ -181,7 +205,11 @@ async fn every_bad_parameter_is_a_4xx_naming_it() {
         assert_eq!(h["content-type"], "application/problem+json");
         assert_eq!(v["param"], param, "{uri}: {v}");
     }
-    let res = app.clone().oneshot(http::Request::post("/search?q=fox").body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(http::Request::post("/search?q=fox").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), 405);
 }
 
@@ -207,7 +235,10 @@ async fn a_new_version_is_picked_up_without_a_restart_and_cached_per_version() {
     assert_eq!(h["x-cache"], "HIT");
 
     let second = f
-        .publish_jsonl(&[doc(1, "Alpha", "alpha one", &[], "2026-01-01T00:00:00Z"), doc(2, "Alpha two", "alpha two", &[], "2026-01-02T00:00:00Z")])
+        .publish_jsonl(&[
+            doc(1, "Alpha", "alpha one", &[], "2026-01-01T00:00:00Z"),
+            doc(2, "Alpha two", "alpha two", &[], "2026-01-02T00:00:00Z"),
+        ])
         .await;
     let (_, h, v) = get(&app, "/search?q=alpha").await;
     assert_eq!(v["total_hits"], 2, "{v}");
@@ -225,7 +256,15 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
     std::fs::write(junk.join("index.tar.zst"), b"not a zstd stream at all").unwrap();
     let publish_junk = || async {
         let files = [("index.tar.zst".to_string(), junk.join("index.tar.zst"))];
-        quiver::artifact::publish(&storage, &f.prefix, &quiver::artifact::new_version(), &files, serde_json::json!({})).await.unwrap()
+        quiver::artifact::publish(
+            &storage,
+            &f.prefix,
+            &quiver::artifact::new_version(),
+            &files,
+            serde_json::json!({}),
+        )
+        .await
+        .unwrap()
     };
 
     // Nothing loaded yet: a bundle whose checksum matches but that does not unpack is a 503.
@@ -253,9 +292,16 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
     let key = format!("{}/{}/index.tar.zst", f.prefix, good.version);
     let body = aws_sdk_s3::primitives::ByteStream::from_static(b"tampered");
     storage.client.put_object().bucket(&storage.bucket).key(&key).body(body).send().await.unwrap();
-    let fresh = Search::with_settings(&cfg, Settings { prefix: f.prefix.clone(), dir: f.dir.join("fresh"), check_every: Duration::from_secs(3600) })
-        .await
-        .unwrap();
+    let fresh = Search::with_settings(
+        &cfg,
+        Settings {
+            prefix: f.prefix.clone(),
+            dir: f.dir.join("fresh"),
+            check_every: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .unwrap();
     let (status, _, v) = get(&app(&fresh), "/search?q=fox").await;
     assert_eq!(status, 503, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("corrupt"), "{v}");
@@ -264,7 +310,11 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
 #[tokio::test]
 async fn the_reference_corpus_returns_the_hits_it_implies() {
     let f = Fixture::new("reference").await;
-    let report = f.indexer.run(Source::Corpus { corpus: Corpus::Reference, docs: 10_000, seed: 0 }).await.unwrap();
+    let report = f
+        .indexer
+        .run(Source::Corpus { corpus: Corpus::Reference, docs: 10_000, seed: 0 })
+        .await
+        .unwrap();
     assert_eq!(report.docs, 10_000);
     let s = f.search(Duration::from_secs(3600)).await;
     let app = app(&s);
@@ -290,7 +340,8 @@ async fn the_lambda_event_is_served() {
     let req = lambda_http::request::from_str(include_str!("../../../events/search.json")).unwrap();
     let res = app(&s).oneshot(req).await.unwrap();
     assert_eq!(res.status(), 200);
-    let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["total_hits"], 100);
     assert_eq!(v["results"].as_array().unwrap().len(), 5);
 }
@@ -299,7 +350,11 @@ async fn the_lambda_event_is_served() {
 async fn s3_down_is_503_and_valkey_down_is_a_bypass() {
     let f = Fixture::new("down").await;
     f.publish_jsonl(&small_corpus()).await;
-    let settings = |d: &str| Settings { prefix: f.prefix.clone(), dir: f.dir.join(d), check_every: Duration::from_secs(3600) };
+    let settings = |d: &str| Settings {
+        prefix: f.prefix.clone(),
+        dir: f.dir.join(d),
+        check_every: Duration::from_secs(3600),
+    };
 
     let mut cfg = service_config();
     cfg.s3_endpoint = Some(format!("http://127.0.0.1:{}", free_port()));

@@ -12,12 +12,11 @@ use quiver::analytics::Filters;
 use quiver::config::ConfigError;
 use quiver::http::{json, Params};
 use quiver::pg::Pg;
+pub use quiver::snapshot::{ExportReport, Settings, Window};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-pub use quiver::snapshot::{ExportReport, Settings, Window};
 
 /// Per-instance state: the PostgreSQL pool, the S3 client, and a guard so that one instance runs
 /// one export at a time.
@@ -34,7 +33,10 @@ impl Snapshot {
     }
 
     /// With explicit settings (tests use their own S3 prefix and retention).
-    pub async fn with_settings(cfg: &Config, settings: Settings) -> std::result::Result<Arc<Self>, ConfigError> {
+    pub async fn with_settings(
+        cfg: &Config,
+        settings: Settings,
+    ) -> std::result::Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Snapshot {
             pg: Pg::new(cfg)?,
             storage: Storage::new(cfg).await?,
@@ -45,19 +47,25 @@ impl Snapshot {
 
     /// Exports and publishes one version; a second export while one runs here is a 409.
     pub async fn run(&self, window: &Window) -> Result<ExportReport> {
-        let _guard = self
-            .running
-            .try_lock()
-            .map_err(|_| Error::Conflict("a snapshot export is already running on this instance; retry when it is done".into()))?;
+        let _guard = self.running.try_lock().map_err(|_| {
+            Error::Conflict(
+                "a snapshot export is already running on this instance; retry when it is done"
+                    .into(),
+            )
+        })?;
         // Boxed: the export's future is deep, and boxing keeps every caller's future small.
         Box::pin(quiver::snapshot::export(&self.pg, &self.storage, &self.settings, window)).await
     }
 
     /// What an EventBridge schedule triggers: a full export. Its report is the invocation's result.
-    pub async fn on_schedule(self: Arc<Self>, event: serde_json::Value) -> Result<serde_json::Value> {
+    pub async fn on_schedule(
+        self: Arc<Self>,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value> {
         tracing::info!(detail_type = %event.get("detail-type").and_then(|v| v.as_str()).unwrap_or(""), "scheduled snapshot");
         let report = self.run(&Window::default()).await?;
-        serde_json::to_value(report).map_err(|e| Error::Internal(format!("serializing the export report: {e}")))
+        serde_json::to_value(report)
+            .map_err(|e| Error::Internal(format!("serializing the export report: {e}")))
     }
 }
 
@@ -84,7 +92,10 @@ async fn create(State(s): State<Arc<Snapshot>>, uri: Uri) -> Result<Response> {
     let p = Params::from_uri(&uri)?;
     let f = Filters::from_params(&p)?;
     if f.event_type.is_some() {
-        return Err(Error::bad_param("event_type", "is not supported here: a snapshot holds every type; filter when querying"));
+        return Err(Error::bad_param(
+            "event_type",
+            "is not supported here: a snapshot holds every type; filter when querying",
+        ));
     }
     let report = s.run(&Window { from: f.from, to: f.to }).await?;
     Ok(json(StatusCode::CREATED, &report))

@@ -3,5 +3,8 @@ async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
     let state = snapshot::Snapshot::new(&quiver::lambda::config().await?).await?;
     let scheduled = state.clone();
-    quiver::lambda::run_http_or_schedule(snapshot::routes(state), move |event| scheduled.clone().on_schedule(event)).await
+    quiver::lambda::run_http_or_schedule(snapshot::routes(state), move |event| {
+        scheduled.clone().on_schedule(event)
+    })
+    .await
 }

@@ -14,11 +14,10 @@ use quiver::generate::{Generator, Shape};
 use quiver::pg::Pg;
 use quiver::storage::Storage;
 use quiver::testing::service_config;
+use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 use serde_json::Value;
 use snapshot::{Settings, Snapshot, Window};
 use tower::ServiceExt;
-
-use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 
 fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap()
@@ -42,16 +41,21 @@ fn pg() -> Pg {
 /// Writes `n` generated events over the `days` days before `end_us`.
 async fn seed_window(end_us: i64, days: u32, n: u64) {
     let shape = Shape { end_us, window_days: days, ..Shape::default() };
-    quiver::ingest::bulk(&pg(), &Generator::new(end_us as u64, shape), 0, n, &|_| {}).await.unwrap();
+    quiver::ingest::bulk(&pg(), &Generator::new(end_us as u64, shape), 0, n, &|_| {})
+        .await
+        .unwrap();
 }
 
 async fn count_window(from: i64, to: i64) -> i64 {
     let pg = pg();
     let c = pg.client().await.unwrap();
-    c.query_one("SELECT count(*) FROM user_events WHERE created_at >= $1 AND created_at < $2", &[&at(from), &at(to)])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT count(*) FROM user_events WHERE created_at >= $1 AND created_at < $2",
+        &[&at(from), &at(to)],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, Value) {
@@ -95,7 +99,14 @@ async fn open_parquet(m: &Manifest) -> (duckdb::Connection, String) {
 async fn delete_prefix(prefix: &str) {
     let s = storage().await;
     let top = prefix.split('/').next().unwrap();
-    let listed = s.client.list_objects_v2().bucket(&s.bucket).prefix(format!("{top}/")).send().await.unwrap();
+    let listed = s
+        .client
+        .list_objects_v2()
+        .bucket(&s.bucket)
+        .prefix(format!("{top}/"))
+        .send()
+        .await
+        .unwrap();
     for o in listed.contents() {
         let _ = s.client.delete_object().bucket(&s.bucket).key(o.key().unwrap()).send().await;
     }
@@ -141,13 +152,20 @@ async fn post_snapshot_exports_a_window_by_day_and_publishes_a_manifest() {
         )
         .unwrap();
     assert_eq!((n, with_duration, purchases_with_amount), (3000, 3000, purchases));
-    let (id, browser, raw): (i64, String, String) =
-        c.query_row(&format!("SELECT id, browser, metadata FROM {src} LIMIT 1"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let (id, browser, raw): (i64, String, String) = c
+        .query_row(&format!("SELECT id, browser, metadata FROM {src} LIMIT 1"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
     let meta: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(meta["browser"], browser);
     let pgc = pg();
     let c2 = pgc.client().await.unwrap();
-    let stored: Value = c2.query_one("SELECT metadata FROM user_events WHERE id = $1", &[&id]).await.unwrap().get(0);
+    let stored: Value = c2
+        .query_one("SELECT metadata FROM user_events WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(stored, meta, "the raw JSON is kept as it is stored");
     delete_prefix(&prefix).await;
 }
@@ -163,23 +181,42 @@ async fn metadata_is_flattened_exactly_as_postgres_reads_it() {
         created_at_us: day + 3_600_000_000 + k,
     };
     let batch = vec![
-        ev(r#"{"duration_ms": 1.5, "browser": "firefox", "amount_cents": 1999}"#, EventType::Purchase, 0),
-        ev(r#"{"duration_ms": "12", "browser": {"x": 1}, "amount_cents": 12.5}"#, EventType::Purchase, 1),
+        ev(
+            r#"{"duration_ms": 1.5, "browser": "firefox", "amount_cents": 1999}"#,
+            EventType::Purchase,
+            0,
+        ),
+        ev(
+            r#"{"duration_ms": "12", "browser": {"x": 1}, "amount_cents": 12.5}"#,
+            EventType::Purchase,
+            1,
+        ),
         ev(r#"{"country": "NL", "referrer": null}"#, EventType::Click, 2),
     ];
     quiver::ingest::insert(&pg(), &batch, None).await.unwrap();
     let prefix = unique_prefix("flat");
-    let report = state(&prefix, 3).await.run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) }).await.unwrap();
+    let report = state(&prefix, 3)
+        .await
+        .run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) })
+        .await
+        .unwrap();
     assert_eq!((report.rows, report.files, report.partitioned_by_day), (3, 1, false));
     let m = manifest(&prefix).await;
     assert_eq!(m.files[0].name, "part-00000.parquet", "one day of data is not partitioned");
     let (c, src) = open_parquet(&m).await;
     let mut st = c.prepare(&format!("SELECT duration_ms, browser, country, referrer, amount_cents FROM {src} ORDER BY created_at")).unwrap();
     type Flat = (Option<f64>, Option<String>, Option<String>, Option<String>, Option<i64>);
-    let rows: Vec<Flat> =
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().collect::<Result<_, _>>().unwrap();
+    let rows: Vec<Flat> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(rows[0], (Some(1.5), Some("firefox".into()), None, None, Some(1999)));
-    assert_eq!(rows[1], (None, Some(r#"{"x": 1}"#.into()), None, None, None), "a string duration is not a duration");
+    assert_eq!(
+        rows[1],
+        (None, Some(r#"{"x": 1}"#.into()), None, None, None),
+        "a string duration is not a duration"
+    );
     assert_eq!(rows[2], (None, None, Some("NL".into()), None, None));
     delete_prefix(&prefix).await;
 }
@@ -205,7 +242,11 @@ async fn retention_keeps_the_newest_versions() {
 async fn an_empty_window_publishes_an_empty_snapshot_with_the_schema() {
     let day = unique_midnight();
     let prefix = unique_prefix("empty");
-    let r = state(&prefix, 3).await.run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) }).await.unwrap();
+    let r = state(&prefix, 3)
+        .await
+        .run(&Window { from: Some(at(day)), to: Some(at(day + DAY_US)) })
+        .await
+        .unwrap();
     assert_eq!((r.rows, r.files), (0, 1));
     let (c, src) = open_parquet(&manifest(&prefix).await).await;
     let n: i64 = c.query_row(&format!("SELECT count(*) FROM {src}"), [], |r| r.get(0)).unwrap();
@@ -228,7 +269,8 @@ async fn bad_parameters_are_400s_naming_them_and_a_second_export_is_409() {
         assert_eq!(status, 400, "{q}: {v}");
         assert_eq!(v["param"], param, "{q}: {v}");
     }
-    let (status, _) = send(&app, http::Request::get("/snapshot").body(axum::body::Body::empty()).unwrap()).await;
+    let (status, _) =
+        send(&app, http::Request::get("/snapshot").body(axum::body::Body::empty()).unwrap()).await;
     assert_eq!(status, 405);
 
     let day = unique_midnight();
@@ -246,7 +288,9 @@ async fn sample_events_are_routed_as_http_or_schedule() {
     let http: quiver::lambda::Invocation = serde_json::from_str(post_event).unwrap();
     assert!(matches!(http, quiver::lambda::Invocation::Http(_)), "{http:?}");
     let sched: quiver::lambda::Invocation = serde_json::from_str(schedule_event).unwrap();
-    assert!(matches!(sched, quiver::lambda::Invocation::Schedule(ref v) if v["detail-type"] == "Scheduled Event"));
+    assert!(
+        matches!(sched, quiver::lambda::Invocation::Schedule(ref v) if v["detail-type"] == "Scheduled Event")
+    );
 
     // The HTTP sample goes through the routes as `cargo lambda invoke` sends it; the sample exports
     // everything, so the test narrows it to an empty window of its own.

@@ -18,7 +18,12 @@ pub struct ColdStart {
 }
 
 /// Spawns `binary` once against a fresh Runtime API and times init and the first invocation.
-pub async fn cold_start(binary: &Path, function: &str, event: &str, env: &[(String, String)]) -> Result<ColdStart> {
+pub async fn cold_start(
+    binary: &Path,
+    function: &str,
+    event: &str,
+    env: &[(String, String)],
+) -> Result<ColdStart> {
     let api = RuntimeApi::start(function).await?;
     let spawned = Instant::now();
     let mut child = tokio::process::Command::new(binary)
@@ -34,18 +39,31 @@ pub async fn cold_start(binary: &Path, function: &str, event: &str, env: &[(Stri
         .spawn()
         .with_context(|| format!("spawning {}", binary.display()))?;
     let result = async {
-        let init = api.ready(Duration::from_secs(60)).await.with_context(|| function.to_string())?;
-        let outcome = api.invoke(event.to_string(), Duration::from_secs(60)).await.with_context(|| function.to_string())?;
+        let init =
+            api.ready(Duration::from_secs(60)).await.with_context(|| function.to_string())?;
+        let outcome = api
+            .invoke(event.to_string(), Duration::from_secs(60))
+            .await
+            .with_context(|| function.to_string())?;
         let answered = Instant::now();
         let status = match &outcome {
-            Outcome::Response(body) => serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["statusCode"].as_u64()).unwrap_or(200),
-            Outcome::Error(body) => bail!("{function} reported an error to its first invocation: {body}"),
+            Outcome::Response(body) => serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["statusCode"].as_u64())
+                .unwrap_or(200),
+            Outcome::Error(body) => {
+                bail!("{function} reported an error to its first invocation: {body}")
+            }
         };
         if status >= 500 {
             bail!("{function} answered {status} to its first invocation");
         }
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-        Ok(ColdStart { init_ms: ms(init - spawned), first_invoke_ms: ms(answered - init), total_ms: ms(answered - spawned) })
+        Ok(ColdStart {
+            init_ms: ms(init - spawned),
+            first_invoke_ms: ms(answered - init),
+            total_ms: ms(answered - spawned),
+        })
     }
     .await;
     let _ = child.kill().await;

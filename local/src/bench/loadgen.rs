@@ -28,7 +28,11 @@ impl Req {
         Req { method: Method::GET, path: path.into(), headers: Vec::new(), body: Bytes::new() }
     }
 
-    pub fn post(path: impl Into<String>, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+    pub fn post(
+        path: impl Into<String>,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Self {
         Req {
             method: Method::POST,
             path: path.into(),
@@ -82,7 +86,8 @@ struct Conn {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Conn> {
-    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    let stream =
+        tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
@@ -93,7 +98,10 @@ async fn connect(addr: SocketAddr) -> Result<Conn> {
 
 /// Sends one request and reads the whole body; returns the status.
 async fn call(c: &mut Conn, addr: SocketAddr, r: &Req) -> Result<u16> {
-    let mut b = http::Request::builder().method(r.method.clone()).uri(&r.path).header(http::header::HOST, addr.to_string());
+    let mut b = http::Request::builder()
+        .method(r.method.clone())
+        .uri(&r.path)
+        .header(http::header::HOST, addr.to_string());
     for (k, v) in &r.headers {
         b = b.header(k, v);
     }
@@ -109,7 +117,14 @@ async fn call(c: &mut Conn, addr: SocketAddr, r: &Req) -> Result<u16> {
 type Measured = (Histogram<u64>, u64, u64, u64, Duration);
 
 /// One keep-alive connection: the warm-up, then requests until the budget or the time runs out.
-async fn connection(k: usize, requests: Arc<Vec<Req>>, budget: Arc<AtomicU64>, addr: SocketAddr, stop: Stop, warm_until: Instant) -> Result<Measured> {
+async fn connection(
+    k: usize,
+    requests: Arc<Vec<Req>>,
+    budget: Arc<AtomicU64>,
+    addr: SocketAddr,
+    stop: Stop,
+    warm_until: Instant,
+) -> Result<Measured> {
     let mut conn = connect(addr).await?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut sent, mut non_2xx, mut errors) = (0u64, 0u64, 0u64);
@@ -125,7 +140,8 @@ async fn connection(k: usize, requests: Arc<Vec<Req>>, budget: Arc<AtomicU64>, a
                 break;
             }
         }
-        if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
+        if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err()
+        {
             break;
         }
         let t = Instant::now();
@@ -154,7 +170,10 @@ async fn connection(k: usize, requests: Arc<Vec<Req>>, budget: Arc<AtomicU64>, a
 /// thread, so the client adds no cross-thread wake-ups to the latency it measures (as `wrk`'s
 /// event loops do not).
 pub async fn run(plan: &Plan) -> Result<Report> {
-    anyhow::ensure!(!plan.requests.is_empty() && plan.connections > 0, "a plan needs requests and connections");
+    anyhow::ensure!(
+        !plan.requests.is_empty() && plan.connections > 0,
+        "a plan needs requests and connections"
+    );
     let requests = Arc::new(plan.requests.clone());
     let budget = Arc::new(AtomicU64::new(match plan.stop {
         Stop::Count(n) => n,
@@ -172,7 +191,16 @@ pub async fn run(plan: &Plan) -> Result<Report> {
                 rt.block_on(async move {
                     let tasks: Vec<_> = (t..connections)
                         .step_by(threads)
-                        .map(|k| tokio::spawn(connection(k, requests.clone(), budget.clone(), addr, stop, warm_until)))
+                        .map(|k| {
+                            tokio::spawn(connection(
+                                k,
+                                requests.clone(),
+                                budget.clone(),
+                                addr,
+                                stop,
+                                warm_until,
+                            ))
+                        })
                         .collect();
                     let mut out = Vec::with_capacity(tasks.len());
                     for task in tasks {
@@ -221,16 +249,28 @@ mod tests {
         let hits = Arc::new(AtomicU64::new(0));
         let h2 = hits.clone();
         let app = axum::Router::new()
-            .route("/ok", axum::routing::get(move || {
-                h2.fetch_add(1, Ordering::Relaxed);
-                async { "ok" }
-            }))
-            .route("/teapot", axum::routing::get(|| async { (http::StatusCode::IM_A_TEAPOT, "no") }));
+            .route(
+                "/ok",
+                axum::routing::get(move || {
+                    h2.fetch_add(1, Ordering::Relaxed);
+                    async { "ok" }
+                }),
+            )
+            .route(
+                "/teapot",
+                axum::routing::get(|| async { (http::StatusCode::IM_A_TEAPOT, "no") }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-        let plan = Plan { addr, requests: vec![Req::get("/ok")], connections: 4, warmup: Duration::ZERO, stop: Stop::Count(1000) };
+        let plan = Plan {
+            addr,
+            requests: vec![Req::get("/ok")],
+            connections: 4,
+            warmup: Duration::ZERO,
+            stop: Stop::Count(1000),
+        };
         let r = run(&plan).await.unwrap();
         assert_eq!(r.sent, 1000);
         assert_eq!(r.received, 1000);
@@ -239,7 +279,12 @@ mod tests {
         assert!(r.p50_us <= r.p90_us && r.p90_us <= r.p99_us && r.p99_us <= r.max_us, "{r:?}");
         assert!(r.rps > 0.0);
 
-        let plan = Plan { requests: vec![Req::get("/ok"), Req::get("/teapot")], stop: Stop::Count(100), connections: 1, ..plan };
+        let plan = Plan {
+            requests: vec![Req::get("/ok"), Req::get("/teapot")],
+            stop: Stop::Count(100),
+            connections: 1,
+            ..plan
+        };
         let r = run(&plan).await.unwrap();
         assert_eq!(r.non_2xx, 50);
     }

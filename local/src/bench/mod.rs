@@ -15,9 +15,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-
 pub use report::Row;
+use serde::Serialize;
 
 /// What `bench` was asked to do.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,11 +74,19 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn measure_for(&self) -> Duration {
-        Duration::from_secs_f64(if self.opts.quick { self.opts.duration.min(1.0) } else { self.opts.duration })
+        Duration::from_secs_f64(if self.opts.quick {
+            self.opts.duration.min(1.0)
+        } else {
+            self.opts.duration
+        })
     }
 
     pub fn warmup(&self) -> Duration {
-        if self.opts.quick { Duration::from_millis(200) } else { Duration::from_secs(1) }
+        if self.opts.quick {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        }
     }
 }
 
@@ -172,7 +179,8 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
         let _ = w.kill().await;
     }
     report::write(&ctx, &rows, started.elapsed())?;
-    let failed: Vec<&str> = rows.iter().filter(|r| r.status.starts_with("failed")).map(|r| r.id.as_str()).collect();
+    let failed: Vec<&str> =
+        rows.iter().filter(|r| r.status.starts_with("failed")).map(|r| r.id.as_str()).collect();
     if opts.strict && !failed.is_empty() {
         bail!("workloads failed: {}", failed.join(", "));
     }
@@ -193,10 +201,26 @@ pub struct Machine {
 
 pub fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo").lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim().to_string();
-    let mem_kb: f64 = read("/proc/meminfo").lines().find(|l| l.starts_with("MemTotal")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0);
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let mem_kb: f64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
     let out = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd).args(args).current_dir(crate::env::repo_root()).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(crate::env::repo_root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     };
     Machine {
         host: out("hostname", &[]),
@@ -205,6 +229,10 @@ pub fn machine() -> Machine {
         memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         rustc: out("rustc", &["--version"]),
         commit: out("git", &["rev-parse", "--short", "HEAD"]),
-        profile: if cfg!(debug_assertions) { "dev (debug assertions)" } else { "dev profile: deps opt-level 3, our crates opt-level 2" },
+        profile: if cfg!(debug_assertions) {
+            "dev (debug assertions)"
+        } else {
+            "dev profile: deps opt-level 3, our crates opt-level 2"
+        },
     }
 }

@@ -27,7 +27,14 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(id: &str, workload: &str, path: &str, reference: &str, reference_ms: Option<f64>, target: &str) -> Self {
+    pub fn new(
+        id: &str,
+        workload: &str,
+        path: &str,
+        reference: &str,
+        reference_ms: Option<f64>,
+        target: &str,
+    ) -> Self {
         Row {
             id: id.into(),
             workload: workload.into(),
@@ -76,7 +83,16 @@ fn table(rows: &[Row]) -> String {
     let _ = writeln!(s, "| workload | path | reference (Python stack, M2 Max) | Quiver (this machine) | ratio | target |");
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for r in rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.workload, r.path, r.reference, r.quiver, r.ratio(), r.target);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.workload,
+            r.path,
+            r.reference,
+            r.quiver,
+            r.ratio(),
+            r.target
+        );
     }
     s
 }
@@ -105,7 +121,10 @@ pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
         stem.push_str(&format!("-{}docs", ctx.opts.docs));
     }
     if let Some(only) = &ctx.opts.only {
-        stem.push_str(&format!("-{}", only.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")));
+        stem.push_str(&format!(
+            "-{}",
+            only.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+        ));
     }
     if ctx.opts.release_cold_start {
         stem.push_str("-release");
@@ -123,10 +142,22 @@ pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
     );
     std::fs::write(out.join(format!("{stem}.md")), &md)?;
     std::fs::write(out.join(format!("{stem}-latency.svg")), latency_chart(rows))?;
-    std::fs::write(out.join(format!("{stem}-throughput.svg")), bars("Throughput (req/s)", &series(rows, |d| d["throughput"]["rps"].as_f64())))?;
+    std::fs::write(
+        out.join(format!("{stem}-throughput.svg")),
+        bars("Throughput (req/s)", &series(rows, |d| d["throughput"]["rps"].as_f64())),
+    )?;
     std::fs::write(
         out.join(format!("{stem}-cold-start.svg")),
-        bars("Cold start (ms, median)", &rows.iter().filter(|r| r.id.starts_with("cold-start-")).filter_map(|r| Some((r.id.trim_start_matches("cold-start-").to_string(), r.quiver_ms?))).collect::<Vec<_>>()),
+        bars(
+            "Cold start (ms, median)",
+            &rows
+                .iter()
+                .filter(|r| r.id.starts_with("cold-start-"))
+                .filter_map(|r| {
+                    Some((r.id.trim_start_matches("cold-start-").to_string(), r.quiver_ms?))
+                })
+                .collect::<Vec<_>>(),
+        ),
     )?;
     println!("\n{}", table(rows));
     println!("{NOTES}");

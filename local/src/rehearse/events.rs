@@ -27,7 +27,13 @@ fn http(route: &'static str, target: &str) -> Step {
     Step::Http(Request { route, target: target.into(), headers: vec![], body: None })
 }
 
-fn post(route: &'static str, target: &str, content_type: &str, body: &str, headers: &[(&'static str, &str)]) -> Step {
+fn post(
+    route: &'static str,
+    target: &str,
+    content_type: &str,
+    body: &str,
+    headers: &[(&'static str, &str)],
+) -> Step {
     let mut all = vec![("content-type", content_type.to_string())];
     all.extend(headers.iter().map(|(k, v)| (*k, v.to_string())));
     Step::Http(Request { route, target: target.into(), headers: all, body: Some(body.into()) })
@@ -47,7 +53,13 @@ pub fn script(pass: &str) -> Vec<Step> {
         // The schedule fires before anyone has written an event.
         Step::Schedule("snapshot"),
         Step::Schedule("indexer"),
-        post("POST /events", "/events", "application/json", events, &[("idempotency-key", &format!("rehearsal-{pass}-1"))]),
+        post(
+            "POST /events",
+            "/events",
+            "application/json",
+            events,
+            &[("idempotency-key", &format!("rehearsal-{pass}-1"))],
+        ),
         post("POST /events", "/events", "application/x-ndjson", ndjson, &[]),
         http("GET /events/{user_id}", "/events/42?limit=10"),
         http("POST /events/bulk", "/events/bulk?count=2000&seed=7"),
@@ -72,7 +84,9 @@ pub fn script(pass: &str) -> Vec<Step> {
 /// Content types Lambda and API Gateway pass as text; any other body arrives base64-encoded.
 fn is_text(content_type: &str) -> bool {
     let ct = content_type.split(';').next().unwrap_or("").trim();
-    ct.starts_with("text/") || ["application/json", "application/javascript", "application/xml", "application/yaml"].contains(&ct)
+    ct.starts_with("text/")
+        || ["application/json", "application/javascript", "application/xml", "application/yaml"]
+            .contains(&ct)
 }
 
 /// How the request reaches the function.
@@ -119,7 +133,12 @@ pub fn http_event(req: &Request, door: Door, n: u64) -> Value {
     for (k, v) in &req.headers {
         headers.insert((*k).into(), v.clone().into());
     }
-    let content_type = req.headers.iter().find(|(k, _)| *k == "content-type").map(|(_, v)| v.as_str()).unwrap_or("");
+    let content_type = req
+        .headers
+        .iter()
+        .find(|(k, _)| *k == "content-type")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     let (body, encoded) = match &req.body {
         Some(b) if is_text(content_type) => (Value::from(b.clone()), false),
         Some(b) => (Value::from(base64::engine::general_purpose::STANDARD.encode(b)), true),
@@ -187,7 +206,9 @@ fn path_parameters(route: &str, path: &str) -> serde_json::Map<String, Value> {
     route
         .split('/')
         .zip(path.split('/'))
-        .filter_map(|(r, p)| Some((r.strip_prefix('{')?.strip_suffix('}')?.to_string(), Value::from(p))))
+        .filter_map(|(r, p)| {
+            Some((r.strip_prefix('{')?.strip_suffix('}')?.to_string(), Value::from(p)))
+        })
         .collect()
 }
 
@@ -212,7 +233,12 @@ mod tests {
 
     #[test]
     fn api_events_carry_the_route_and_its_path_parameters_and_url_events_do_not() {
-        let req = Request { route: "GET /events/{user_id}", target: "/events/42?limit=10&x=a&x=b".into(), headers: vec![], body: None };
+        let req = Request {
+            route: "GET /events/{user_id}",
+            target: "/events/42?limit=10&x=a&x=b".into(),
+            headers: vec![],
+            body: None,
+        };
         let api = http_event(&req, Door::Api, 1);
         assert_eq!(api["routeKey"], "GET /events/{user_id}");
         assert_eq!(api["pathParameters"]["user_id"], "42");
@@ -226,11 +252,19 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_text_arrives_base64_encoded() {
-        let Step::Http(ndjson) = post("POST /events", "/events", "application/x-ndjson", "{}\n", &[]) else { unreachable!() };
+        let Step::Http(ndjson) =
+            post("POST /events", "/events", "application/x-ndjson", "{}\n", &[])
+        else {
+            unreachable!()
+        };
         let e = http_event(&ndjson, Door::Api, 1);
         assert_eq!(e["isBase64Encoded"], true);
         assert_eq!(e["body"], "e30K");
-        let Step::Http(json) = post("POST /events", "/events", "application/json; charset=utf-8", "{}", &[]) else { unreachable!() };
+        let Step::Http(json) =
+            post("POST /events", "/events", "application/json; charset=utf-8", "{}", &[])
+        else {
+            unreachable!()
+        };
         assert_eq!(http_event(&json, Door::FunctionUrl, 1)["body"], "{}");
     }
 }

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
+use events::{Door, Step};
 use serde_json::Value;
+use stack::Stack;
 
 use crate::template::{Deployment, Function, Template};
-use events::{Door, Step};
-use stack::Stack;
 
 /// Lambda's limit on a response payload.
 const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -61,7 +61,11 @@ pub async fn run(opts: Options) -> Result<()> {
     let root = crate::env::repo_root();
     let template = Template::load(&root)?;
     let functions = template.functions();
-    let chosen: BTreeSet<String> = if opts.only.is_empty() { functions.keys().cloned().collect() } else { opts.only.iter().cloned().collect() };
+    let chosen: BTreeSet<String> = if opts.only.is_empty() {
+        functions.keys().cloned().collect()
+    } else {
+        opts.only.iter().cloned().collect()
+    };
     if let Some(unknown) = chosen.iter().find(|n| !functions.contains_key(*n)) {
         bail!("infra/template.yaml deploys no function {unknown}");
     }
@@ -78,7 +82,8 @@ pub async fn run(opts: Options) -> Result<()> {
             Some(zips) => unzip(&zips.join(name).join("bootstrap.zip"), &dir)?,
             None => {
                 let bin = crate::build::function_alone(name, false)?;
-                std::fs::copy(&bin, dir.join("bootstrap")).with_context(|| format!("copying {}", bin.display()))?;
+                std::fs::copy(&bin, dir.join("bootstrap"))
+                    .with_context(|| format!("copying {}", bin.display()))?;
             }
         }
         binaries.insert(name.clone(), dir);
@@ -93,10 +98,13 @@ pub async fn run(opts: Options) -> Result<()> {
         let bucket = format!("quiver-rehearsal-{pass}");
         stack.new_bucket(&bucket).await?;
         let resources: Vec<(&str, String)> = stack.resources(&bucket).into_iter().collect();
-        let resources: Vec<(&str, &str)> = resources.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resources: Vec<(&str, &str)> =
+            resources.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let params: Vec<(&str, &str)> = match *pass {
             "rds-json" => vec![("CreateDatabase", "true")],
-            _ => vec![("CreateDatabase", "false"), ("DatabaseSecretArn", stack.url_secret.as_str())],
+            _ => {
+                vec![("CreateDatabase", "false"), ("DatabaseSecretArn", stack.url_secret.as_str())]
+            }
         };
         let deployment = Deployment::new(&template, &params, &resources)?;
         eprintln!("rehearse: pass {pass}: starting {} functions", chosen.len());
@@ -124,9 +132,15 @@ pub async fn run(opts: Options) -> Result<()> {
                     if !functions[&function].props["FunctionUrlConfig"].is_null() {
                         doors.push(Door::FunctionUrl);
                     }
-                    (function, doors, format!("{} {}", req.route.split(' ').next().unwrap_or(""), req.target))
+                    (
+                        function,
+                        doors,
+                        format!("{} {}", req.route.split(' ').next().unwrap_or(""), req.target),
+                    )
                 }
-                Step::Schedule(function) => (function.to_string(), vec![], "EventBridge Scheduled Event".to_string()),
+                Step::Schedule(function) => {
+                    (function.to_string(), vec![], "EventBridge Scheduled Event".to_string())
+                }
             };
             if !chosen.contains(&function) {
                 continue;
@@ -148,12 +162,18 @@ pub async fn run(opts: Options) -> Result<()> {
             for (what, event) in calls {
                 let http = matches!(step, Step::Http(_));
                 if let Err(e) = instance.call(&event, http).await {
-                    failures.push(format!("[{pass}] {function}: {what}: {e:#}\n{}", instance.log_tail(12)));
+                    failures.push(format!(
+                        "[{pass}] {function}: {what}: {e:#}\n{}",
+                        instance.log_tail(12)
+                    ));
                 }
             }
         }
         for (name, mut instance) in instances {
-            summary.push(format!("  {pass:<9} {name:<13} init {:>8.1} ms   {:>2} of {:>2} invocations answered", instance.init_ms, instance.ok, instance.calls));
+            summary.push(format!(
+                "  {pass:<9} {name:<13} init {:>8.1} ms   {:>2} of {:>2} invocations answered",
+                instance.init_ms, instance.ok, instance.calls
+            ));
             instance.stop().await;
         }
     }
@@ -191,7 +211,9 @@ fn check_coverage(template: &Template, routes: &BTreeMap<String, String>) -> Res
                 problems.push(format!("{op} is in the OpenAPI document, but infra/template.yaml has no HTTP API route for it"));
             }
             if !requested.contains(op.as_str()) {
-                problems.push(format!("{op} has no request in the rehearsal's script (local/src/rehearse/events.rs)"));
+                problems.push(format!(
+                    "{op} has no request in the rehearsal's script (local/src/rehearse/events.rs)"
+                ));
             }
         }
     }
@@ -203,7 +225,11 @@ fn check_coverage(template: &Template, routes: &BTreeMap<String, String>) -> Res
         })
         .collect();
     for (name, f) in template.functions() {
-        let has_schedule = f.props["Events"].as_mapping().into_iter().flatten().any(|(_, e)| e["Type"] == "Schedule");
+        let has_schedule = f.props["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .any(|(_, e)| e["Type"] == "Schedule");
         if has_schedule && !scheduled.contains(name.as_str()) {
             problems.push(format!("{name} is scheduled in infra/template.yaml, but the rehearsal's script never fires its schedule"));
         }
@@ -241,7 +267,16 @@ struct Instance {
 
 impl Instance {
     #[allow(clippy::too_many_arguments)]
-    async fn start(name: &str, f: &Function<'_>, d: &Deployment<'_>, stack: &Stack, dir: &Path, emulate: bool, slowdown: u32, pass: &str) -> Result<Self> {
+    async fn start(
+        name: &str,
+        f: &Function<'_>,
+        d: &Deployment<'_>,
+        stack: &Stack,
+        dir: &Path,
+        emulate: bool,
+        slowdown: u32,
+        pass: &str,
+    ) -> Result<Self> {
         let memory = d.number(f, "MemorySize")?;
         let timeout = Duration::from_secs(d.number(f, "Timeout")?) * slowdown;
         let api = crate::runtime_api::RuntimeApi::start(name).await?;
@@ -249,7 +284,8 @@ impl Instance {
         let logging = |key| d.value(d.template.property(f, &["LoggingConfig", key]));
         let log_format = logging("LogFormat")?.unwrap_or_else(|| "Text".into());
         let log_level = logging("ApplicationLogLevel")?;
-        let (key, secret) = (crate::env::var("AWS_ACCESS_KEY_ID")?, crate::env::var("AWS_SECRET_ACCESS_KEY")?);
+        let (key, secret) =
+            (crate::env::var("AWS_ACCESS_KEY_ID")?, crate::env::var("AWS_SECRET_ACCESS_KEY")?);
         let task_root = dir.to_string_lossy().into_owned();
         // What the Lambda service sets in every provided.al2023 instance (no HOME among them).
         let service: Vec<(&str, String)> = vec![
@@ -313,7 +349,15 @@ impl Instance {
             status = child.wait() => Err(anyhow::anyhow!("exited during init ({})", status.map(|s| s.to_string()).unwrap_or_default())),
         };
         match ready {
-            Ok(at) => Ok(Instance { child, api, log, timeout, init_ms: (at - spawned).as_secs_f64() * 1e3, calls: 0, ok: 0 }),
+            Ok(at) => Ok(Instance {
+                child,
+                api,
+                log,
+                timeout,
+                init_ms: (at - spawned).as_secs_f64() * 1e3,
+                calls: 0,
+                ok: 0,
+            }),
             Err(e) => {
                 let _ = child.kill().await;
                 bail!("{e:#}\n{}", tail(&log, 20))
@@ -331,12 +375,15 @@ impl Instance {
         };
         let body = match outcome {
             crate::runtime_api::Outcome::Response(body) => body,
-            crate::runtime_api::Outcome::Error(body) => bail!("the function reported an error: {}", snippet(&body)),
+            crate::runtime_api::Outcome::Error(body) => {
+                bail!("the function reported an error: {}", snippet(&body))
+            }
         };
         if body.len() > MAX_RESPONSE_BYTES {
             bail!("a response of {} bytes is over Lambda's 6 MB limit", body.len());
         }
-        let answer: Value = serde_json::from_str(&body).with_context(|| format!("the response is not JSON: {}", snippet(&body)))?;
+        let answer: Value = serde_json::from_str(&body)
+            .with_context(|| format!("the response is not JSON: {}", snippet(&body)))?;
         if http {
             check_http_response(&answer)?;
         }
@@ -360,16 +407,28 @@ fn check_http_response(answer: &Value) -> Result<()> {
     let raw = answer["body"].as_str().unwrap_or("");
     let header = |name: &str| answer["headers"][name].as_str().unwrap_or("").to_string();
     let body = if answer["isBase64Encoded"] == true {
-        base64::engine::general_purpose::STANDARD.decode(raw).context("isBase64Encoded, but the body is not base64")?
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .context("isBase64Encoded, but the body is not base64")?
     } else {
         raw.as_bytes().to_vec()
     };
     if !(200..300).contains(&status) {
-        let shown = if header("content-encoding").is_empty() { snippet(&String::from_utf8_lossy(&body)) } else { format!("({} bytes, {})", body.len(), header("content-encoding")) };
+        let shown = if header("content-encoding").is_empty() {
+            snippet(&String::from_utf8_lossy(&body))
+        } else {
+            format!("({} bytes, {})", body.len(), header("content-encoding"))
+        };
         bail!("answered {status}: {shown}");
     }
     if header("content-encoding").is_empty() && header("content-type").contains("json") {
-        serde_json::from_slice::<Value>(&body).with_context(|| format!("the {} body is not JSON: {}", header("content-type"), snippet(&String::from_utf8_lossy(&body))))?;
+        serde_json::from_slice::<Value>(&body).with_context(|| {
+            format!(
+                "the {} body is not JSON: {}",
+                header("content-type"),
+                snippet(&String::from_utf8_lossy(&body))
+            )
+        })?;
     }
     Ok(())
 }

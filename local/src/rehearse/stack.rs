@@ -37,13 +37,21 @@ impl Stack {
         let valkey = PrivateValkey::start_tls(free_port(), &certs);
 
         // The stack's database is `quiver`, as the template's DatabaseSecret names it.
-        let admin = quiver::pg::Pg::connect_lazy(&pg.url("sslmode=require"), 1, Duration::from_secs(10))?;
-        admin.client().await?.batch_execute("CREATE DATABASE quiver").await.context("creating database quiver")?;
+        let admin =
+            quiver::pg::Pg::connect_lazy(&pg.url("sslmode=require"), 1, Duration::from_secs(10))?;
+        admin
+            .client()
+            .await?
+            .batch_execute("CREATE DATABASE quiver")
+            .await
+            .context("creating database quiver")?;
 
         let s3_root = ScratchDir::new("rehearsal-s3");
         let s3_port = free_port();
         let root = s3_root.0.clone();
-        let s3_server = tokio::spawn(async move { crate::s3server::run(&root, &format!("127.0.0.1:{s3_port}")).await });
+        let s3_server = tokio::spawn(async move {
+            crate::s3server::run(&root, &format!("127.0.0.1:{s3_port}")).await
+        });
         let s3_endpoint = format!("http://127.0.0.1:{s3_port}");
         wait_for_port(s3_port, "the embedded S3 server").await?;
 
@@ -54,7 +62,9 @@ impl Stack {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting moto_server (pip install 'moto[server]'; local/bootstrap.sh installs it)")?;
+            .context(
+                "starting moto_server (pip install 'moto[server]'; local/bootstrap.sh installs it)",
+            )?;
         let secrets_endpoint = format!("http://127.0.0.1:{moto_port}");
         wait_for_port(moto_port, "moto_server").await?;
 
@@ -64,11 +74,23 @@ impl Stack {
             "port": pg.port, "dbname": "quiver", "dbInstanceIdentifier": "quiver-rehearsal"
         })
         .to_string();
-        let url = format!("postgres://quiver:{password}@localhost:{}/quiver?sslmode=require", pg.port);
+        let url =
+            format!("postgres://quiver:{password}@localhost:{}/quiver?sslmode=require", pg.port);
         let client = secrets_client(&secrets_endpoint).await?;
         let rds_json_secret = create_secret(&client, "quiver-rehearsal-rds", &rds_json).await?;
         let url_secret = create_secret(&client, "quiver-rehearsal-url", &url).await?;
-        Ok(Stack { certs, _pg: pg, valkey, s3_endpoint, secrets_endpoint, rds_json_secret, url_secret, _s3_root: s3_root, s3_server, moto })
+        Ok(Stack {
+            certs,
+            _pg: pg,
+            valkey,
+            s3_endpoint,
+            secrets_endpoint,
+            rds_json_secret,
+            url_secret,
+            _s3_root: s3_root,
+            s3_server,
+            moto,
+        })
     }
 
     /// Creates an empty bucket for one pass: each pass deploys into a stack with no snapshot and no
@@ -83,12 +105,9 @@ impl Stack {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let s3 = quiver::storage::Storage::new(&quiver::Config::from_vars(&vars)?).await?;
-        s3.client
-            .create_bucket()
-            .bucket(name)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", quiver::storage::s3_error("CreateBucket", name, e)))?;
+        s3.client.create_bucket().bucket(name).send().await.map_err(|e| {
+            anyhow::anyhow!("{}", quiver::storage::s3_error("CreateBucket", name, e))
+        })?;
         Ok(())
     }
 
@@ -120,7 +139,8 @@ impl Drop for Stack {
 
 /// `moto_server` on PATH, or in the venv that local/bootstrap.sh makes.
 fn moto_server() -> Result<std::path::PathBuf> {
-    let venv = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/quiver/venv/bin/moto_server"));
+    let venv = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".cache/quiver/venv/bin/moto_server"));
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
@@ -143,8 +163,10 @@ async fn wait_for_port(port: u16, what: &str) -> Result<()> {
 
 /// A client of moto's Secrets Manager, with the credentials the functions get (moto takes any).
 async fn secrets_client(endpoint: &str) -> Result<aws_sdk_secretsmanager::Client> {
-    let (key, secret) = (crate::env::var("AWS_ACCESS_KEY_ID")?, crate::env::var("AWS_SECRET_ACCESS_KEY")?);
-    let creds = aws_sdk_secretsmanager::config::Credentials::new(key, secret, None, None, "rehearsal");
+    let (key, secret) =
+        (crate::env::var("AWS_ACCESS_KEY_ID")?, crate::env::var("AWS_SECRET_ACCESS_KEY")?);
+    let creds =
+        aws_sdk_secretsmanager::config::Credentials::new(key, secret, None, None, "rehearsal");
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_sdk_secretsmanager::config::Region::new(REGION))
         .credentials_provider(creds)
@@ -155,13 +177,16 @@ async fn secrets_client(endpoint: &str) -> Result<aws_sdk_secretsmanager::Client
 }
 
 /// Stores `value` under `name` and returns the secret's ARN.
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, value: &str) -> Result<String> {
-    let out = client
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("CreateSecret {name} in moto: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))?;
+async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    value: &str,
+) -> Result<String> {
+    let out = client.create_secret().name(name).secret_string(value).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "CreateSecret {name} in moto: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        )
+    })?;
     out.arn().map(str::to_string).context("moto returned no ARN")
 }
