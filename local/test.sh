@@ -6,7 +6,7 @@ source local/bootstrap.sh
 started=$(date +%s)
 
 say "feature checks: each light feature of the quiver crate on its own"
-for f in "" pg cache s3 lambda secrets; do
+for f in "" pg cache s3 lambda secrets testing; do
   cargo check -q -p quiver --no-default-features ${f:+--features $f}
 done
 

@@ -33,6 +33,7 @@ pub mod secrets;
 pub mod snapshot;
 #[cfg(feature = "s3")]
 pub mod storage;
+#[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(any(feature = "pg", feature = "cache"))]
 mod tls;
