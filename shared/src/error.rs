@@ -50,6 +50,28 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `.internal("what was being done")`: the one mapping of an unexpected failure (a driver, codec
+/// or join error that is a bug, not the client's or a dependency's fault) to a logged 500.
+pub trait ResultExt<T> {
+    fn internal(self, what: &str) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> ResultExt<T> for std::result::Result<T, E> {
+    fn internal(self, what: &str) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("{what}: {e}")))
+    }
+}
+
+/// Runs CPU-bound `f` (DuckDB, Polars, Tantivy, JSON of megabytes) off the async executor;
+/// `what` names it in the 500 if the task panics.
+pub async fn blocking<T, F>(what: &str, f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.internal(what)?
+}
+
 impl Error {
     /// A 400 about one named parameter.
     pub fn bad_param(param: &str, detail: impl Into<String>) -> Self {

@@ -41,7 +41,7 @@ mod tls;
 pub mod valkey;
 
 pub use config::{Config, Need};
-pub use error::{Error, Result};
+pub use error::{blocking, Error, Result, ResultExt};
 
 /// The version every function reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
