@@ -71,7 +71,7 @@ enum Cmd {
     },
     /// Build a search index (a generated corpus or a JSONL file) and publish it for `search`.
     Index(index::Options),
-    /// Measure every workload of shared/TARGETS.md through HTTP and write bench/results/.
+    /// Measure every workload against its target through HTTP and write bench/results/.
     Bench(bench::Options),
     /// Run every function as infra/template.yaml deploys it (its environment, secrets from moto,
     /// TLS-only services, the Lambda runtime API) and send it every event Lambda would.

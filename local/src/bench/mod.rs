@@ -1,9 +1,9 @@
 //! `quiver-local bench`: prepares the data, starts `quiver-local serve`, and measures every
-//! workload of `shared/TARGETS.md` through the HTTP path a user hits, then prints the table in the
+//! workload of [`workloads`] through the HTTP path a user hits, then prints the table in the
 //! reference's shape and writes `bench/results/<date>-<host>.{json,md}` plus SVG charts.
 //!
-//! Honesty rules: every figure is taken after a warm-up; a row whose function does not exist yet
-//! says "not built yet"; the reference's figures are quoted, not measured here.
+//! Honesty rules: every figure is taken after a warm-up; a workload whose route does not answer
+//! is a failed row, never skipped; the reference's figures are quoted, not measured here.
 
 pub mod lambda_emulator;
 pub mod loadgen;

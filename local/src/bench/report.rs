@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::workloads::Workload;
 use super::Ctx;
 
 /// One line of the table.
@@ -27,26 +28,48 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(
-        id: &str,
-        workload: &str,
-        path: &str,
-        reference: &str,
-        reference_ms: Option<f64>,
-        target: &str,
-    ) -> Self {
+    /// A row of `w` measured along `path`; its `{…}` placeholders are filled with [`Row::fill`].
+    pub fn new(w: &Workload, path: &str) -> Self {
         Row {
-            id: id.into(),
-            workload: workload.into(),
+            id: w.id.into(),
+            workload: w.name.into(),
             path: path.into(),
-            reference: reference.into(),
-            reference_ms,
+            reference: w.reference.into(),
+            reference_ms: w.reference_ms,
             quiver: String::new(),
             quiver_ms: None,
-            target: target.into(),
+            target: w.target.into(),
             status: "measured".into(),
             detail: Value::Null,
         }
+    }
+
+    /// The row of a group of workloads that failed as a whole, saying why.
+    pub fn failed(group: &str, error: &anyhow::Error) -> Self {
+        let blank = Workload { id: "", name: "", reference: "", reference_ms: None, target: "" };
+        Row { id: group.into(), workload: group.into(), ..Row::new(&blank, "serve") }
+            .status(format!("failed: {error:#}"))
+    }
+
+    /// Puts `value` in place of `{key}` in the id and the name: the events, the function measured.
+    pub fn fill(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        let (key, value) = (format!("{{{key}}}"), value.to_string());
+        self.id = self.id.replace(&key, &value);
+        self.workload = self.workload.replace(&key, &value);
+        self
+    }
+
+    /// The target of a workload whose target is per function.
+    pub fn target(mut self, target: &str) -> Self {
+        self.target = target.into();
+        self
+    }
+
+    /// Quotes `note` instead of the reference where its figure was for something else.
+    pub fn not_comparable(mut self, note: String) -> Self {
+        self.reference = note;
+        self.reference_ms = None;
+        self
     }
 
     pub fn figure(mut self, text: String, ms: f64) -> Self {
