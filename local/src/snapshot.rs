@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 fn time(name: &str, v: Option<&str>) -> anyhow::Result<Option<DateTime<Utc>>> {
     v.map(|s| {
-        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        quiver::time::parse_rfc3339(s).ok_or_else(|| {
             anyhow::anyhow!(
                 "--{name}: {s:?} is not an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z"
             )

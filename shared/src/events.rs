@@ -2,7 +2,7 @@
 //! NDJSON), the opaque pagination cursor, and the COPY BINARY row encoding used by every writer.
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -110,7 +110,7 @@ pub fn rfc3339<S: serde::Serializer>(
     t: &DateTime<Utc>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    s.serialize_str(&crate::time::rfc3339(*t))
 }
 
 /// The body formats `POST /events` reads.
@@ -324,12 +324,8 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
     };
     let created_at_us = match m.remove("created_at") {
         None | Some(Value::Null) => Some(now_us),
-        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(&s) {
-            Ok(t)
-                if (1970..=9999).contains(
-                    &t.naive_utc().and_utc().format("%Y").to_string().parse::<i32>().unwrap_or(0),
-                ) =>
-            {
+        Some(Value::String(s)) => match crate::time::parse_rfc3339(&s) {
+            Some(t) if (1970..=9999).contains(&chrono::Datelike::year(&t)) => {
                 Some(t.timestamp_micros())
             }
             _ => {
@@ -436,7 +432,6 @@ pub const COPY_IN: &str =
     "COPY user_events (id, user_id, event_type, page_url, metadata, created_at) FROM STDIN (FORMAT binary)";
 
 /// µs between the Unix epoch and PostgreSQL's (2000-01-01).
-pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// The 19-byte COPY BINARY header.
 pub fn copy_header(buf: &mut BytesMut) {
@@ -474,7 +469,7 @@ pub fn copy_row(
     buf.put_u8(1); // jsonb binary format version
     buf.put_slice(metadata.as_bytes());
     buf.put_i32(8);
-    buf.put_i64(created_at_us - PG_EPOCH_OFFSET_US);
+    buf.put_i64(created_at_us - crate::time::PG_EPOCH_US);
 }
 
 impl NewEvent {

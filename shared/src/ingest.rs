@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
 use crate::generate::Generator;
 use crate::pg::Pg;
+use crate::time::ms;
 
 /// What a write reports.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -37,10 +38,6 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
 
 /// Writes `batch` in one transaction. With `key`, a retry with the same body replays the stored
 /// response; the same key with another body is a 409.

@@ -21,10 +21,10 @@ pub mod migrate;
 pub mod openapi;
 #[cfg(feature = "pg")]
 pub mod pg;
+#[cfg(all(feature = "pg", feature = "polars"))]
+pub mod pg_bench;
 #[cfg(feature = "polars")]
 pub mod process;
-#[cfg(all(feature = "pg", feature = "polars"))]
-pub mod rows;
 #[cfg(feature = "tantivy")]
 pub mod search;
 #[cfg(feature = "secrets")]
@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 #[cfg(any(feature = "pg", feature = "cache"))]
 mod tls;
 #[cfg(feature = "cache")]

@@ -378,7 +378,7 @@ fn pg_bindir() -> PathBuf {
 }
 
 /// Microseconds in a day.
-pub const DAY_US: i64 = 86_400_000_000;
+pub use crate::time::DAY_US;
 
 /// A UTC midnight (µs) after the year 3000, far past any seeded or generated data, that no other
 /// caller uses: 8-day blocks from a random start per process, then consecutive blocks, so tests

@@ -1,6 +1,6 @@
 //! `pg-benchmark`: the reference stack's row-decoding comparison, reproduced honestly. Each route
 //! fetches a user's newest events with four decoders (`dynamic`, `typed`, `polars`,
-//! `copy_binary`; see `quiver::rows`), after a warm-up round, and reports query and decode time.
+//! `copy_binary`; see `quiver::pg_bench`), after a warm-up round, and reports query and decode time.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use http::{StatusCode, Uri};
 use quiver::config::ConfigError;
 use quiver::http::{json, Params};
 use quiver::pg::Pg;
-use quiver::{rows, Config, Result};
+use quiver::{pg_bench, Config, Result};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -70,20 +70,20 @@ fn target(p: &Params) -> Result<(i32, i64)> {
 /// rounds after a warm-up, with query and decode apart.
 #[utoipa::path(get, path = "/samples/pg/benchmark", tag = "pg-benchmark",
     params(Target, ("runs" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Counted rounds (default 5).")),
-    responses((status = 200, description = "Percentiles per approach and which was fastest.", body = rows::Report)))]
+    responses((status = 200, description = "Percentiles per approach and which was fastest.", body = pg_bench::Report)))]
 async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
     let p = Params::from_uri(&uri)?;
     let (user_id, limit) = target(&p)?;
     let runs: usize = p.number("runs", Some(5), 1..=MAX_RUNS)?;
-    let report = rows::benchmark(&s.pg, user_id, limit, runs).await?;
+    let report = pg_bench::benchmark(&s.pg, user_id, limit, runs).await?;
     Ok(json(StatusCode::OK, &report))
 }
 
 /// One pass of every approach, in the reference's "Comprehensive Comparison" shape.
 #[utoipa::path(get, path = "/samples/pg/benchmark-all", tag = "pg-benchmark", params(Target),
-    responses((status = 200, description = "Each approach's times for one pass.", body = rows::PassReport)))]
+    responses((status = 200, description = "Each approach's times for one pass.", body = pg_bench::PassReport)))]
 async fn benchmark_all(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
     let (user_id, limit) = target(&Params::from_uri(&uri)?)?;
-    let report = rows::one_pass(&s.pg, user_id, limit).await?;
+    let report = pg_bench::one_pass(&s.pg, user_id, limit).await?;
     Ok(json(StatusCode::OK, &report))
 }

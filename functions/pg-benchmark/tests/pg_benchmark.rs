@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use pg_benchmark::{routes, PgBenchmark};
 use quiver::events::{EventType, NewEvent};
 use quiver::pg::Pg;
-use quiver::rows::{Approach, Session};
+use quiver::pg_bench::{Approach, Session};
 use quiver::testing::{free_port, service_config};
 use serde_json::Value;
 use tower::ServiceExt;

@@ -17,7 +17,7 @@
 //! return the same bytes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -28,6 +28,7 @@ use quiver::cache::{Cache, Entry, Key};
 use quiver::config::ConfigError;
 use quiver::http::{read_body, Params, ServerTiming, MAX_BODY_BYTES};
 use quiver::process::{self, Stats, MAX_GENERATED};
+use quiver::time::ms;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -67,9 +68,6 @@ pub fn routes(state: Arc<Process>) -> Router {
 }
 
 /// Milliseconds with microsecond resolution, as reported in bodies.
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct BatchTimings {

@@ -85,8 +85,8 @@ pub fn parse_doc(bytes: &[u8], line: u64) -> Result<Doc> {
 /// Seconds since the epoch of an RFC 3339 time or a `YYYY-MM-DD` date (midnight UTC).
 pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp());
+    if let Some(us) = crate::time::parse_rfc3339_us(s) {
+        return Some(us.div_euclid(1_000_000));
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()

@@ -38,7 +38,8 @@ pub async fn decode(ctx: &Ctx) -> Result<Vec<Row>> {
     let pg = quiver::pg::Pg::new(&quiver::Config::from_env()?)?;
     let mut rows = Vec::new();
     for limit in [100, 500] {
-        let report = serde_json::to_value(quiver::rows::benchmark(&pg, USER, limit, runs).await?)?;
+        let report =
+            serde_json::to_value(quiver::pg_bench::benchmark(&pg, USER, limit, runs).await?)?;
         let approaches = report["approaches"].as_object().cloned().unwrap_or_default();
         for (approach, st) in &approaches {
             let p50 = |m: &str| st[m]["p50"].as_f64().unwrap_or(f64::NAN);

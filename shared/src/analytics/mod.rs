@@ -1,6 +1,12 @@
 //! The reference stack's analytics queries: a summary and a conversion funnel, filtered by time
-//! range and event type. The result types and their rounding live here once, so that PostgreSQL
-//! (here) and DuckDB over a snapshot return byte-identical JSON.
+//! range and event type. The filters, the result types and their rounding live here once, so that
+//! PostgreSQL ([`postgres`]) and DuckDB over a snapshot (`duckdb.rs`: `snapshot::Table::summary`
+//! and `funnel`) return byte-identical JSON.
+
+#[cfg(feature = "duckdb")]
+mod duckdb;
+#[cfg(feature = "pg")]
+pub mod postgres;
 
 use std::collections::BTreeMap;
 
@@ -40,14 +46,12 @@ impl Filters {
         let time = |name: &str| -> Result<Option<DateTime<Utc>>> {
             match p.text(name, 64)? {
                 None => Ok(None),
-                Some(s) => DateTime::parse_from_rfc3339(s)
-                    .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|_| {
-                        Error::bad_param(
-                            name,
-                            "must be an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z",
-                        )
-                    }),
+                Some(s) => crate::time::parse_rfc3339(s).map(Some).ok_or_else(|| {
+                    Error::bad_param(
+                        name,
+                        "must be an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z",
+                    )
+                }),
             }
         };
         let f = Filters {
@@ -160,55 +164,6 @@ impl FunnelRow {
 pub const PG_WHERE: &str = "($1::timestamptz IS NULL OR created_at >= $1) \
      AND ($2::timestamptz IS NULL OR created_at < $2) \
      AND ($3::text IS NULL OR event_type = $3)";
-
-#[cfg(feature = "pg")]
-pub mod postgres {
-    //! The queries in PostgreSQL, over `user_events` directly.
-
-    use super::*;
-    use crate::pg::Pg;
-
-    fn args(f: &Filters) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<&'static str>) {
-        (f.from, f.to, f.event_type.map(EventType::as_str))
-    }
-
-    pub async fn summary(pg: &Pg, f: &Filters) -> Result<Summary> {
-        let c = pg.client().await?;
-        // duration_ms is averaged only where it is a JSON number, so user-supplied metadata cannot break the cast.
-        let sql = format!(
-            "SELECT count(*), count(DISTINCT user_id), \
-                    avg(CASE WHEN jsonb_typeof(metadata->'duration_ms') = 'number' THEN (metadata->>'duration_ms')::float8 END), \
-                    min(created_at), max(created_at), \
-                    count(*) FILTER (WHERE event_type = 'page_view'), count(*) FILTER (WHERE event_type = 'click'), \
-                    count(*) FILTER (WHERE event_type = 'conversion'), count(*) FILTER (WHERE event_type = 'signup'), \
-                    count(*) FILTER (WHERE event_type = 'purchase') \
-             FROM user_events WHERE {PG_WHERE}"
-        );
-        let (from, to, et) = args(f);
-        let r = pg.timed("analytics summary", c.query_one(&sql, &[&from, &to, &et])).await?;
-        Ok(Summary::new(
-            r.get(0),
-            r.get(1),
-            EventType::ALL.iter().enumerate().map(|(k, t)| (*t, r.get::<_, i64>(5 + k))),
-            r.get(2),
-            r.get(3),
-            r.get(4),
-        ))
-    }
-
-    pub async fn funnel(pg: &Pg, f: &Filters) -> Result<Vec<FunnelRow>> {
-        let c = pg.client().await?;
-        let sql = format!(
-            "SELECT page_url, count(*) FILTER (WHERE event_type = 'page_view') AS page_views, \
-                    count(*) FILTER (WHERE event_type = 'click'), count(*) FILTER (WHERE event_type = 'conversion') \
-             FROM user_events WHERE {PG_WHERE} \
-             GROUP BY page_url ORDER BY page_views DESC, page_url ASC LIMIT {FUNNEL_PAGES}"
-        );
-        let (from, to, et) = args(f);
-        let rows = pg.timed("analytics funnel", c.query(&sql, &[&from, &to, &et])).await?;
-        Ok(rows.iter().map(|r| FunnelRow::new(r.get(0), r.get(1), r.get(2), r.get(3))).collect())
-    }
-}
 
 #[cfg(test)]
 mod tests {
