@@ -9,17 +9,7 @@ use chrono::DateTime;
 use common::PrivateStack;
 use quiver::generate::{Generator, Shape};
 use quiver::snapshot::{Settings, Window};
-use quiver::testing::DAY_US;
-use tower::ServiceExt;
-
-async fn x_cache(app: &axum::Router) -> (u16, String) {
-    let req = http::Request::get("/analytics/summary").body(axum::body::Body::empty()).unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    (
-        res.status().as_u16(),
-        res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
-    )
-}
+use quiver::testing::{TestApp, DAY_US};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
@@ -41,39 +31,47 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
         to: DateTime::from_timestamp_micros(day + DAY_US),
     };
     quiver::snapshot::export(&pg, &storage, &settings, &window).await.unwrap();
-    let app = quiver::http::app(analytics::routes(
+    let app = TestApp::new(analytics::routes(
         analytics::Analytics::with_settings(&cfg, settings).await.unwrap(),
     ));
 
     // The first call connects in the background and bypasses; then MISS, then HIT.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (s, c) = x_cache(&app).await;
-        assert_eq!(s, 200);
-        if c == "HIT" {
+        let r = app.get("/analytics/summary").await;
+        assert_eq!(r.status, 200);
+        if r.header("x-cache") == Some("HIT") {
             break;
         }
-        assert!(Instant::now() < deadline, "no HIT with Valkey up (last: {c})");
+        assert!(
+            Instant::now() < deadline,
+            "no HIT with Valkey up (last: {:?})",
+            r.header("x-cache")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     stack.ok(&["down", "--only", "valkey"]);
     for _ in 0..5 {
         let t = Instant::now();
-        let (s, c) = x_cache(&app).await;
-        assert_eq!((s, c.as_str()), (200, "BYPASS"));
+        let r = app.get("/analytics/summary").await;
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("BYPASS")));
         assert!(t.elapsed() < Duration::from_secs(1), "a bypass is fast: {:?}", t.elapsed());
     }
 
     stack.ok(&["up", "--only", "valkey"]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (s, c) = x_cache(&app).await;
-        assert_eq!(s, 200, "never a 5xx");
-        if c == "HIT" {
+        let r = app.get("/analytics/summary").await;
+        assert_eq!(r.status, 200, "never a 5xx");
+        if r.header("x-cache") == Some("HIT") {
             break;
         }
-        assert!(Instant::now() < deadline, "caching did not resume without a restart (last: {c})");
+        let last = r.header("x-cache");
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume without a restart (last: {last:?})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let listed = storage

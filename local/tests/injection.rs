@@ -3,9 +3,8 @@
 //! normal answer (or a 503 where nothing is published), never a 500, and the table is intact.
 //! Stored strings come back byte for byte: they were data, not SQL.
 
-use http_body_util::BodyExt;
+use quiver::testing::TestApp;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const PAYLOADS: &[&str] = &[
     "'; DROP TABLE user_events; --",
@@ -17,12 +16,6 @@ const PAYLOADS: &[&str] = &[
     "x' AND read_csv('/etc/passwd') --",
 ];
 
-async fn call(app: &axum::Router, req: http::Request<axum::body::Body>) -> (u16, Vec<u8>) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec())
-}
-
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -30,7 +23,7 @@ fn enc(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_metacharacters_never_change_a_query() {
     let cfg = quiver::testing::service_config();
-    let app = quiver_local::serve::router(cfg.clone()).await.unwrap();
+    let app = TestApp::from_app(quiver_local::serve::router(cfg.clone()).await.unwrap());
     let pg = quiver::pg::Pg::new(&cfg).unwrap();
     quiver::migrate::run(&pg).await.unwrap();
 
@@ -54,12 +47,8 @@ async fn sql_metacharacters_never_change_a_query() {
             format!("/samples/pg/benchmark-all?user_id=1&limit={e}"),
         ];
         for uri in &uris {
-            let (status, body) = call(
-                &app,
-                http::Request::get(uri.as_str()).body(axum::body::Body::empty()).unwrap(),
-            )
-            .await;
-            let text = String::from_utf8_lossy(&body);
+            let r = app.get(uri).await;
+            let (status, text) = (r.status, r.text());
             assert!(status < 500 || status == 503, "{uri} answered {status}: {text}");
             assert!(
                 !text.to_ascii_lowercase().contains("syntax error at or near"),
@@ -74,21 +63,11 @@ async fn sql_metacharacters_never_change_a_query() {
         .iter()
         .map(|p| json!({"user_id": user, "event_type": "click", "page_url": p, "metadata": {"note": p}}))
         .collect();
-    let req = http::Request::post("/events")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(serde_json::to_vec(&batch).unwrap()))
-        .unwrap();
-    let (status, body) = call(&app, req).await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    let (status, body) = call(
-        &app,
-        http::Request::get(format!("/events/{user}?limit=100"))
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    let r = app.post_json("/events", &Value::Array(batch)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = app.get(format!("/events/{user}?limit=100")).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
     let mut urls: Vec<String> = v["events"]
         .as_array()
         .unwrap()

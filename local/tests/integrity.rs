@@ -4,10 +4,9 @@
 //! The test writes into one day of its own (far in the future) and exports under its own prefix.
 
 use chrono::{DateTime, Utc};
-use http_body_util::BodyExt;
-use quiver::testing::DAY_US;
+use quiver::testing::{TestApp, DAY_US};
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
 const TASKS: usize = 8;
 const BATCHES: usize = 10;
 const PER_BATCH: usize = 50;
@@ -18,26 +17,10 @@ fn rfc(us: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-async fn call(
-    app: &axum::Router,
-    req: http::Request<axum::body::Body>,
-) -> (u16, http::HeaderMap, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (res.status().as_u16(), res.headers().clone());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-fn post_batch(body: &[u8], key: &str) -> http::Request<axum::body::Body> {
-    http::Request::post("/events")
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(axum::body::Body::from(body.to_vec()))
-        .unwrap()
-}
-
-fn get(uri: &str) -> http::Request<axum::body::Body> {
-    http::Request::get(uri).body(axum::body::Body::empty()).unwrap()
+/// `POST /events` of a JSON batch under an `Idempotency-Key`.
+async fn post_batch(app: &TestApp, body: &[u8], key: &str) -> quiver::testing::Reply {
+    let headers = [("content-type", "application/json"), ("idempotency-key", key)];
+    app.send("POST", "/events", &headers, body.to_vec()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +31,7 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
             as i64;
     let day = quiver::testing::unique_midnight_us();
     let run = format!("{}-{}", std::process::id(), nanos % 1_000_000_000);
-    let events_app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
+    let events_app = TestApp::new(events::routes(events::Events::new(&cfg).unwrap()));
 
     // 1. Concurrent batches; every third one is sent twice with the same Idempotency-Key.
     let tasks: Vec<_> = (0..TASKS)
@@ -67,11 +50,13 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
                         .collect();
                     let body = serde_json::to_vec(&batch).unwrap();
                     let key = format!("integrity-{run}-{t}-{b}");
-                    let (s, _, first) = call(&app, post_batch(&body, &key)).await;
-                    assert_eq!(s, 201, "{first}");
+                    let r = post_batch(&app, &body, &key).await;
+                    assert_eq!(r.status, 201, "{r}");
+                    let first = r.json();
                     if b % 3 == 0 {
-                        let (s, _, again) = call(&app, post_batch(&body, &key)).await;
-                        assert_eq!(s, 201, "{again}");
+                        let r = post_batch(&app, &body, &key).await;
+                        assert_eq!(r.status, 201, "{r}");
+                        let again = r.json();
                         for f in ["inserted", "first_id", "last_id"] {
                             assert_eq!(again[f], first[f], "a retry replays the first answer: {again} vs {first}");
                         }
@@ -119,32 +104,29 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
         quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
     assert_eq!(manifest.meta["row_count"].as_u64(), Some(n));
     let state = analytics::Analytics::with_settings(&cfg, settings).await.unwrap();
-    let app = quiver::http::app(analytics::routes(state.clone()));
+    let app = TestApp::new(analytics::routes(state.clone()));
     let filter = format!(
         "from={}&to={}",
         url::form_urlencoded::byte_serialize(rfc(day).as_bytes()).collect::<String>(),
         url::form_urlencoded::byte_serialize(rfc(day + DAY_US).as_bytes()).collect::<String>()
     );
-    let (s, _, duck) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
-    assert_eq!(s, 200, "{duck}");
+    let r = app.get(format!("/analytics/summary?{filter}")).await;
+    assert_eq!(r.status, 200, "{r}");
+    let duck = r.json();
     assert_eq!(duck["total_events"].as_u64(), Some(n));
 
     // 4. The same summary from PostgreSQL is identical.
-    let (s, _, live) =
-        call(&app, get(&format!("/analytics/summary?source=postgres&{filter}"))).await;
-    assert_eq!(s, 200, "{live}");
-    assert_eq!(live, duck);
+    let r = app.get(format!("/analytics/summary?source=postgres&{filter}")).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json(), duck);
 
     // 5. Cached, then a new snapshot with one more batch changes the answer.
-    let (_, h, _) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
-    assert_eq!(h["x-cache"], "HIT");
+    let r = app.get(format!("/analytics/summary?{filter}")).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
     let extra: Vec<Value> = (0..10).map(|i| json!({"user_id": 500, "event_type": "signup", "page_url": "/join", "created_at": rfc(day + DAY_US - 1_000_000 - i)})).collect();
-    let (s, _, v) = call(
-        &events_app,
-        post_batch(&serde_json::to_vec(&extra).unwrap(), &format!("integrity-{run}-extra")),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    let extra = serde_json::to_vec(&extra).unwrap();
+    let r = post_batch(&events_app, &extra, &format!("integrity-{run}-extra")).await;
+    assert_eq!(r.status, 201, "{r}");
     quiver::snapshot::export(
         &pg,
         &storage,
@@ -154,10 +136,10 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     .await
     .unwrap();
     state.expire();
-    let (s, h, after) = call(&app, get(&format!("/analytics/summary?{filter}"))).await;
-    assert_eq!(s, 200, "{after}");
-    assert_eq!(h["x-cache"], "MISS");
-    assert_eq!(after["total_events"].as_u64(), Some(n + 10));
+    let r = app.get(format!("/analytics/summary?{filter}")).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(r.json()["total_events"].as_u64(), Some(n + 10));
     assert_eq!(count(pg).await, (n + 10) as i64);
 
     // The test's prefix goes away with it.

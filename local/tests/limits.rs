@@ -3,33 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use serde_json::Value;
-use tower::ServiceExt;
-
-async fn send(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    content_type: &str,
-    body: Vec<u8>,
-) -> (u16, Value, Duration) {
-    let t = Instant::now();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", content_type)
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null), t.elapsed())
-}
+use quiver::testing::TestApp;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_limit_is_a_quick_4xx_that_names_it() {
-    let app = quiver_local::serve::router(quiver::testing::service_config()).await.unwrap();
+    let app = TestApp::from_app(
+        quiver_local::serve::router(quiver::testing::service_config()).await.unwrap(),
+    );
     let seven_mb = vec![b' '; 7 << 20];
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
     let deep_object = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000)).into_bytes();
@@ -66,8 +46,11 @@ async fn every_limit_is_a_quick_4xx_that_names_it() {
     ];
     for (method, uri, ct, body, want, names) in cases {
         let shown = &uri[..uri.len().min(60)];
-        let (status, v, took) = send(&app, method, &uri, ct, body).await;
-        assert_eq!(status, want, "{method} {shown}: {v}");
+        let t = Instant::now();
+        let r = app.send(method, &uri, &[("content-type", ct)], body).await;
+        let took = t.elapsed();
+        assert_eq!(r.status, want, "{method} {shown}: {r}");
+        let v = r.json();
         assert_eq!(v["status"], want, "{method} {shown}: a problem+json body: {v}");
         assert!(!v[names].is_null(), "{method} {shown}: the problem names its `{names}`: {v}");
         assert!(took < Duration::from_secs(2), "{method} {shown} took {took:?}");

@@ -7,9 +7,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use http_body_util::BodyExt;
+use quiver::testing::TestApp;
 use serde_json::Value;
-use tower::ServiceExt;
 
 fn document() -> Value {
     serde_json::from_str(&quiver_local::serve::openapi_json()).unwrap()
@@ -116,30 +115,20 @@ fn the_document_is_well_formed() {
 /// (Refused input keeps the heavy routes, bulk, snapshot and index, from doing any work.)
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_operation_is_served() {
-    let app = quiver_local::serve::router(quiver::testing::service_config()).await.unwrap();
+    let app = TestApp::from_app(
+        quiver_local::serve::router(quiver::testing::service_config()).await.unwrap(),
+    );
     for (method, path, _) in operations(&document()) {
         let uri = format!(
             "{}?count=0&size=0&limit=0&user_id=0&event_type=none",
             path.replace("{user_id}", "0")
         );
-        let req = http::Request::builder()
-            .method(method.as_str())
-            .uri(&uri)
-            .header("content-type", "text/plain")
-            .body(axum::body::Body::from("not json"))
-            .unwrap();
-        let res = app.clone().oneshot(req).await.unwrap();
-        let status = res.status().as_u16();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let r = app.send(&method, &uri, &[("content-type", "text/plain")], "not json").await;
         let always_answers = ["/health", "/", "/openapi.json"].contains(&path.as_str());
         if always_answers {
-            assert_eq!(status, 200, "{method} {uri}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(r.status, 200, "{method} {uri}: {r}");
         } else {
-            assert!(
-                matches!(status, 400 | 415),
-                "{method} {uri} answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+            assert!(matches!(r.status, 400 | 415), "{method} {uri} answered {r}");
         }
     }
 }

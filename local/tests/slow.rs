@@ -4,11 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use quiver::testing::TestApp;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
 
 /// How long the proxy holds each reply: far beyond every timeout below.
 const DELAY: Duration = Duration::from_secs(5);
@@ -55,37 +54,19 @@ async fn slow_down(url: &mut Option<String>) {
     *url = Some(u.replacen(&host_port(&u), &format!("127.0.0.1:{port}"), 1));
 }
 
-async fn send(
-    app: &axum::Router,
-    req: http::Request<axum::body::Body>,
-) -> (u16, http::HeaderMap, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status.as_u16(), parts.headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-fn get(uri: &str) -> http::Request<axum::body::Body> {
-    http::Request::get(uri).body(Default::default()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_postgres_is_a_503_within_the_timeout() {
     let mut cfg = quiver::testing::service_config();
     slow_down(&mut cfg.database_url).await;
     cfg.pg_timeout = Duration::from_millis(500);
-    let app = quiver::http::app(events::routes(events::Events::new(&cfg).unwrap()));
-    let write = || {
-        let body = json!([{"user_id": 5, "event_type": "click", "page_url": "/slow"}]).to_string();
-        http::Request::post("/events")
-            .header("content-type", "application/json")
-            .body(body.into())
-            .unwrap()
-    };
-    for req in [write(), get("/events/5")] {
+    let app = TestApp::new(events::routes(events::Events::new(&cfg).unwrap()));
+    let write = json!([{"user_id": 5, "event_type": "click", "page_url": "/slow"}]);
+    for read in [false, true] {
         let t = Instant::now();
-        let (status, _, v) = send(&app, req).await;
-        assert_eq!(status, 503, "{v}");
+        let r =
+            if read { app.get("/events/5").await } else { app.post_json("/events", &write).await };
+        assert_eq!(r.status, 503, "{r}");
+        let v = r.json();
         assert_eq!(v["dependency"], "postgres", "{v}");
         assert!(
             t.elapsed() < Duration::from_millis(2_500),
@@ -101,13 +82,13 @@ async fn slow_valkey_is_bypassed_within_the_timeout() {
     slow_down(&mut cfg.valkey_url).await;
     cfg.valkey_timeout = Duration::from_millis(50);
     cfg.health_timeout = Duration::from_millis(300);
-    let app = quiver::http::app(process::routes(process::Process::new(&cfg).unwrap()));
+    let app = TestApp::new(process::routes(process::Process::new(&cfg).unwrap()));
     for seed in 0..3 {
         let t = Instant::now();
-        let (status, headers, v) = send(&app, get(&format!("/process?size=100&seed={seed}"))).await;
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(headers["x-cache"], "BYPASS");
-        assert_eq!(v["total_records"], 100);
+        let r = app.get(format!("/process?size=100&seed={seed}")).await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.header("x-cache"), Some("BYPASS"));
+        assert_eq!(r.json()["total_records"], 100);
         assert!(
             t.elapsed() < Duration::from_millis(1_500),
             "the cache held the answer for {:?}",
@@ -121,10 +102,11 @@ async fn slow_s3_at_a_cold_start_is_a_503_within_the_timeout() {
     let mut cfg = quiver::testing::service_config();
     slow_down(&mut cfg.s3_endpoint).await;
     cfg.s3_timeout = Duration::from_millis(800);
-    let app = quiver::http::app(search::routes(search::Search::new(&cfg).await.unwrap()));
+    let app = TestApp::new(search::routes(search::Search::new(&cfg).await.unwrap()));
     let t = Instant::now();
-    let (status, _, v) = send(&app, get("/search?q=rust")).await;
-    assert_eq!(status, 503, "{v}");
+    let r = app.get("/search?q=rust").await;
+    assert_eq!(r.status, 503, "{r}");
+    let v = r.json();
     assert!(
         v["detail"].as_str().unwrap_or("").contains("s3") || v["dependency"].is_string(),
         "{v}"

@@ -7,22 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::PrivateStack;
-use http_body_util::BodyExt;
 use quiver::pg::Pg;
 use quiver::snapshot::{Settings, Snapshots, Window};
 use quiver::storage::Storage;
-use tower::ServiceExt;
+use quiver::testing::TestApp;
 
 const EVENTS: i64 = 1_000_000;
-
-async fn summary(app: &axum::Router, query: &str) -> serde_json::Value {
-    let req = http::Request::get(format!("/analytics/summary?{query}"))
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
@@ -62,12 +52,16 @@ async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
         report.files
     );
 
-    let app = quiver::http::app(analytics::routes(
+    let app = TestApp::new(analytics::routes(
         analytics::Analytics::with_settings(&cfg, settings).await.unwrap(),
     ));
-    let duck = summary(&app, "cache=off").await;
+    let r = app.get("/analytics/summary?cache=off").await;
+    assert_eq!(r.status, 200);
+    let duck = r.json();
     assert_eq!(duck["total_events"], EVENTS);
-    assert_eq!(duck, summary(&app, "source=postgres").await, "identical over all of it");
+    let r = app.get("/analytics/summary?source=postgres").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(duck, r.json(), "identical over all of it");
 
     let listed = storage
         .client

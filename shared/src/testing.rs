@@ -1,5 +1,6 @@
-//! Helpers for integration tests that talk to the real services. A missing service fails the
-//! test with a message that says how to start it; nothing is skipped quietly.
+//! Helpers for integration tests that talk to the real services, and [`TestApp`], the harness
+//! every test calls a function through. A missing service fails the test with a message that
+//! says how to start it; nothing is skipped quietly.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -7,6 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::Config;
+
+mod app;
+pub use app::{Reply, TestApp};
 
 const HOW: &str = "start the services with `quiver-local up` and export local/.env.local \
                    (`bash local/test.sh` does both)";

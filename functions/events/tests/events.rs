@@ -3,15 +3,12 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use axum::Router;
-use http_body_util::BodyExt;
 use quiver::pg::Pg;
-use quiver::testing::service_config;
+use quiver::testing::{service_config, TestApp};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-fn app() -> Router {
-    quiver::http::app(events::routes(events::Events::new(&service_config()).unwrap()))
+fn app() -> TestApp {
+    TestApp::new(events::routes(events::Events::new(&service_config()).unwrap()))
 }
 
 /// A client on the test database, with the schema applied: a fresh database has no tables until
@@ -40,23 +37,6 @@ async fn count_user(user: i32) -> i64 {
         .get(0)
 }
 
-async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, http::HeaderMap, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
-    (status, headers, v)
-}
-
-fn post(
-    path: &str,
-    ct: &str,
-    body: impl Into<axum::body::Body>,
-) -> http::Request<axum::body::Body> {
-    http::Request::post(path).header("content-type", ct).body(body.into()).unwrap()
-}
-
 fn event(user: i32) -> Value {
     json!({"user_id": user, "event_type": "page_view", "page_url": "/pricing", "metadata": {"duration_ms": 1200}})
 }
@@ -65,18 +45,19 @@ fn event(user: i32) -> Value {
 async fn one_event_an_array_and_ndjson_are_written() {
     let app = app();
     let u = fresh_user();
-    let (s, _, v) = send(&app, post("/events", "application/json", event(u).to_string())).await;
-    assert_eq!(s, 201, "{v}");
+    let r = app.post_json("/events", &event(u)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
     assert_eq!(v["inserted"], 1);
     assert_eq!(v["first_id"], v["last_id"]);
-    let arr = json!([event(u), event(u), event(u)]);
-    let (s, _, v) = send(&app, post("/events", "application/json", arr.to_string())).await;
-    assert_eq!(s, 201, "{v}");
+    let r = app.post_json("/events", &json!([event(u), event(u), event(u)])).await;
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
     assert_eq!(v["inserted"], 3);
     assert_eq!(v["last_id"].as_i64().unwrap() - v["first_id"].as_i64().unwrap(), 2);
     let nd = format!("{}\n{}\n", event(u), event(u));
-    let (s, _, v) = send(&app, post("/events", "application/x-ndjson", nd)).await;
-    assert_eq!(s, 201, "{v}");
+    let r = app.post("/events", "application/x-ndjson", nd).await;
+    assert_eq!(r.status, 201, "{r}");
     assert_eq!(count_user(u).await, 6);
 }
 
@@ -95,15 +76,16 @@ async fn every_validation_rule_is_a_4xx_naming_the_problem_and_writes_nothing() 
         ("application/json", format!("[{}]", vec![event(u).to_string(); quiver::events::MAX_EVENTS_PER_REQUEST + 1].join(",")), 413, "number of events"),
     ];
     for (ct, body, status, needle) in cases {
-        let (s, h, v) = send(&app, post("/events", ct, body)).await;
-        assert_eq!(s, status, "{needle}: {v}");
-        assert_eq!(h["content-type"], "application/problem+json");
+        let r = app.post("/events", ct, body).await;
+        assert_eq!(r.status, status, "{needle}: {r}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        let v = r.json();
         assert!(v.to_string().contains(needle), "expected {needle:?} in {v}");
     }
     let huge = vec![b' '; quiver::http::MAX_BODY_BYTES + 1];
-    let (s, _, v) = send(&app, post("/events", "application/json", huge)).await;
-    assert_eq!(s, 413);
-    assert_eq!(v["limit"], quiver::http::MAX_BODY_BYTES);
+    let r = app.post("/events", "application/json", huge).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["limit"], quiver::http::MAX_BODY_BYTES);
     assert_eq!(count_user(u).await, 0, "a rejected batch writes no row");
 }
 
@@ -126,22 +108,16 @@ async fn retries_with_the_same_key_write_once() {
     let u = fresh_user();
     let body = json!([event(u), event(u)]).to_string();
     let key = format!("key-{u}");
-    let req = |b: String| {
-        http::Request::post("/events")
-            .header("content-type", "application/json")
-            .header("idempotency-key", &key)
-            .body(b.into())
-            .unwrap()
-    };
-    let (s1, _, v1) = send(&app, req(body.clone())).await;
-    assert_eq!(s1, 201, "{v1}");
-    let (s2, h2, v2) = send(&app, req(body.clone())).await;
-    assert_eq!(s2, 201);
-    assert_eq!(h2["idempotent-replayed"], "true");
-    assert_eq!(v1["first_id"], v2["first_id"]);
+    let headers = [("content-type", "application/json"), ("idempotency-key", key.as_str())];
+    let first = app.send("POST", "/events", &headers, body.clone()).await;
+    assert_eq!(first.status, 201, "{first}");
+    let again = app.send("POST", "/events", &headers, body.clone()).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(first.json()["first_id"], again.json()["first_id"]);
     assert_eq!(count_user(u).await, 2);
-    let (s3, _, v3) = send(&app, req(json!([event(u)]).to_string())).await;
-    assert_eq!(s3, 409, "{v3}");
+    let other = app.send("POST", "/events", &headers, json!([event(u)]).to_string()).await;
+    assert_eq!(other.status, 409, "{other}");
     assert_eq!(count_user(u).await, 2);
 
     // Concurrent retries of a new key: exactly one write.
@@ -149,20 +125,18 @@ async fn retries_with_the_same_key_write_once() {
     let body2 = json!([event(u), event(u), event(u)]).to_string();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let app = app.clone();
-            let req = http::Request::post("/events")
-                .header("content-type", "application/json")
-                .header("idempotency-key", &key2)
-                .body(body2.clone().into())
-                .unwrap();
-            tokio::spawn(async move { send(&app, req).await })
+            let (app, key2, body2) = (app.clone(), key2.clone(), body2.clone());
+            tokio::spawn(async move {
+                let headers = [("content-type", "application/json"), ("idempotency-key", &*key2)];
+                app.send("POST", "/events", &headers, body2).await
+            })
         })
         .collect();
     let mut first_ids = std::collections::HashSet::new();
     for t in tasks {
-        let (s, _, v) = t.await.unwrap();
-        assert_eq!(s, 201, "{v}");
-        first_ids.insert(v["first_id"].as_i64().unwrap());
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 201, "{r}");
+        first_ids.insert(r.json()["first_id"].as_i64().unwrap());
     }
     assert_eq!(first_ids.len(), 1, "every retry sees the same write");
     assert_eq!(count_user(u).await, 5);
@@ -176,9 +150,8 @@ async fn walking_all_pages_returns_every_event_once() {
     let batch: Vec<Value> = (0..250)
         .map(|i| json!({"user_id": u, "event_type": "click", "page_url": format!("/p{i}"), "created_at": format!("2026-10-01T00:00:{:02}Z", i % 7)}))
         .collect();
-    let (s, _, v) =
-        send(&app, post("/events", "application/json", Value::Array(batch).to_string())).await;
-    assert_eq!(s, 201, "{v}");
+    let r = app.post_json("/events", &Value::Array(batch)).await;
+    assert_eq!(r.status, 201, "{r}");
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -186,8 +159,9 @@ async fn walking_all_pages_returns_every_event_once() {
             Some(c) => format!("/events/{u}?limit=37&cursor={c}"),
             None => format!("/events/{u}?limit=37"),
         };
-        let (s, _, v) = send(&app, http::Request::get(q).body(Default::default()).unwrap()).await;
-        assert_eq!(s, 200, "{v}");
+        let r = app.get(q).await;
+        assert_eq!(r.status, 200, "{r}");
+        let v = r.json();
         for e in v["events"].as_array().unwrap() {
             seen.push((e["created_at"].as_str().unwrap().to_string(), e["id"].as_i64().unwrap()));
         }
@@ -215,14 +189,14 @@ async fn bad_read_parameters_are_400() {
         "/events/1?cursor=garbage",
         "/events/1?limit=x",
     ] {
-        let (s, _, v) = send(&app, http::Request::get(q).body(Default::default()).unwrap()).await;
-        assert_eq!(s, 400, "{q}: {v}");
-        assert!(v["param"].is_string(), "{q}: {v}");
+        let r = app.get(q).await;
+        assert_eq!(r.status, 400, "{q}: {r}");
+        assert!(r.json()["param"].is_string(), "{q}: {r}");
     }
     for q in ["/events/bulk?count=0", "/events/bulk?count=1000001", "/events/bulk?count=-5"] {
-        let (s, _, v) = send(&app, post(q, "application/json", "")).await;
-        assert_eq!(s, 400, "{q}: {v}");
-        assert_eq!(v["param"], "count");
+        let r = app.post(q, "application/json", "").await;
+        assert_eq!(r.status, 400, "{q}: {r}");
+        assert_eq!(r.json()["param"], "count");
     }
 }
 
@@ -233,15 +207,14 @@ async fn eight_concurrent_writers_of_ten_thousand_leave_exactly_eighty_thousand(
     let body = format!("[{}]", vec![event(u).to_string(); 10_000].join(","));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let app = app.clone();
-            let body = body.clone();
-            tokio::spawn(async move { send(&app, post("/events", "application/json", body)).await })
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move { app.post("/events", "application/json", body).await })
         })
         .collect();
     for t in futures::future::join_all(tasks).await {
-        let (s, _, v) = t.unwrap();
-        assert_eq!(s, 201, "{v}");
-        assert_eq!(v["inserted"], 10_000);
+        let r = t.unwrap();
+        assert_eq!(r.status, 201, "{r}");
+        assert_eq!(r.json()["inserted"], 10_000);
     }
     assert_eq!(count_user(u).await, 80_000);
 }
@@ -250,9 +223,9 @@ async fn eight_concurrent_writers_of_ten_thousand_leave_exactly_eighty_thousand(
 async fn bulk_inserts_the_requested_count() {
     let app = app();
     let before = quiver::ingest::count(&pg().await).await.unwrap();
-    let (s, _, v) =
-        send(&app, post("/events/bulk?count=5000&seed=7", "application/json", "")).await;
-    assert_eq!(s, 201, "{v}");
+    let r = app.post("/events/bulk?count=5000&seed=7", "application/json", "").await;
+    assert_eq!(r.status, 201, "{r}");
+    let v = r.json();
     assert_eq!(v["inserted"], 5000);
     assert_eq!(v["last_id"].as_i64().unwrap() - v["first_id"].as_i64().unwrap(), 4999);
     assert!(v["rows_per_s"].as_u64().unwrap() > 0);
@@ -263,6 +236,5 @@ async fn bulk_inserts_the_requested_count() {
 async fn the_sample_event_runs_through_the_handler() {
     let req =
         lambda_http::request::from_str(include_str!("../../../events/events-post.json")).unwrap();
-    let res = app().oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 201);
+    assert_eq!(app().call(req).await.status, 201);
 }

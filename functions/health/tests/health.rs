@@ -2,25 +2,17 @@
 
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use quiver::testing::{free_port, service_config};
-use tower::ServiceExt;
-
-async fn call(app: axum::Router, req: lambda_http::Request) -> (u16, serde_json::Value) {
-    let res = app.oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    assert_eq!(res.headers()["content-type"], "application/json");
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap())
-}
+use quiver::testing::{free_port, service_config, TestApp};
 
 #[tokio::test]
 async fn the_sample_event_reports_every_dependency_up() {
     let state = health::Health::new(service_config()).await.unwrap();
-    let app = quiver::http::app(health::routes(state));
+    let app = TestApp::new(health::routes(state));
     let req = lambda_http::request::from_str(include_str!("../../../events/health.json")).unwrap();
-    let (status, body) = call(app, req).await;
-    assert_eq!(status, 200, "{body}");
+    let r = app.call(req).await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(r.status, 200, "{body}");
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], quiver::VERSION);
     for dep in ["postgres", "valkey", "s3"] {
@@ -42,11 +34,11 @@ async fn a_stopped_valkey_gives_503_naming_it_within_the_timeout() {
 
     drop(server); // stop it
     let t = Instant::now();
-    let app = quiver::http::app(health::routes(state));
-    let (status, body) =
-        call(app, http::Request::get("/health").body(Default::default()).unwrap()).await;
+    let r = TestApp::new(health::routes(state)).get("/health").await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
     assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(r.status, 503, "{body}");
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["dependencies"]["valkey"]["ok"], false);
     assert!(body["dependencies"]["valkey"]["error"].as_str().unwrap().len() > 3, "{body}");

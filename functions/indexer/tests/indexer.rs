@@ -6,15 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use http_body_util::BodyExt;
 use indexer::{Indexer, Settings, Source};
 use quiver::artifact;
 use quiver::search::{self, BuildOptions, Corpus};
 use quiver::storage::Storage;
-use quiver::testing::{free_port, service_config};
-use serde_json::Value;
-use tower::ServiceExt;
+use quiver::testing::{free_port, service_config, TestApp};
 
 struct Fixture {
     settings: Settings,
@@ -46,8 +42,8 @@ impl Fixture {
         Indexer::with_settings(&service_config(), self.settings.clone()).await.unwrap()
     }
 
-    async fn app(&self) -> Router {
-        quiver::http::app(indexer::routes(self.indexer().await))
+    async fn app(&self) -> TestApp {
+        TestApp::new(indexer::routes(self.indexer().await))
     }
 }
 
@@ -61,25 +57,13 @@ async fn storage() -> Storage {
     Storage::new(&service_config()).await.unwrap()
 }
 
-async fn post(
-    app: &Router,
-    uri: &str,
-    ct: &str,
-    body: impl Into<axum::body::Body>,
-) -> (u16, Value) {
-    let req = http::Request::post(uri).header("content-type", ct).body(body.into()).unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn post_index_publishes_a_bundle_then_the_manifest() {
     let f = Fixture::new("publish", 3);
     let app = f.app().await;
-    let (status, report) = post(&app, "/index?corpus=reference&docs=1000", "", "").await;
-    assert_eq!(status, 201, "{report}");
+    let r = app.post("/index?corpus=reference&docs=1000", "", "").await;
+    assert_eq!(r.status, 201, "{r}");
+    let report = r.json();
     assert_eq!(report["docs"], 1000);
     assert_eq!(report["segments"].as_u64().map(|s| s >= 1), Some(true));
 
@@ -126,16 +110,17 @@ async fn jsonl_from_a_body_and_from_s3() {
     let app = f.app().await;
     let lines = "{\"id\":1,\"title\":\"One\",\"body\":\"first\",\"tags\":[\"a\"],\"created_at\":\"2026-01-01T00:00:00Z\"}\n\
                  {\"id\":2,\"title\":\"Two\",\"body\":\"second\",\"created_at\":1767225600}\n";
-    let (status, report) = post(&app, "/index", "application/x-ndjson", lines).await;
-    assert_eq!(status, 201, "{report}");
-    assert_eq!(report["docs"], 2);
+    let r = app.post("/index", "application/x-ndjson", lines).await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.json()["docs"], 2);
 
     let s = storage().await;
     let key = format!("{}-source/docs.jsonl", f.settings.prefix);
     let body = aws_sdk_s3::primitives::ByteStream::from(lines.repeat(1).into_bytes());
     s.client.put_object().bucket(&s.bucket).key(&key).body(body).send().await.unwrap();
-    let (status, report) = post(&app, &format!("/index?key={key}"), "", "").await;
-    assert_eq!(status, 201, "{report}");
+    let r = app.post(format!("/index?key={key}"), "", "").await;
+    assert_eq!(r.status, 201, "{r}");
+    let report = r.json();
     assert_eq!(report["docs"], 2);
     assert_eq!(report["source"], format!("s3:{key}"));
 }
@@ -183,14 +168,17 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
         ("/index".into(), "text/csv", "id,title\n1,a".into(), 415, "content type"),
     ];
     for (uri, ct, body, status, needle) in cases {
-        let (s, v) = post(&app, &uri, ct, body).await;
-        assert_eq!(s, status, "{uri}: {v}");
+        let r = app.post(&uri, ct, body).await;
+        assert_eq!(r.status, status, "{uri}: {r}");
+        let v = r.json();
         assert!(v.to_string().contains(needle), "{uri}: expected {needle:?} in {v}");
     }
-    let (s, v) =
-        post(&app, "/index", "application/x-ndjson", vec![b' '; quiver::http::MAX_BODY_BYTES + 1])
-            .await;
-    assert_eq!((s, v["limit"].as_u64()), (413, Some(quiver::http::MAX_BODY_BYTES as u64)));
+    let huge = vec![b' '; quiver::http::MAX_BODY_BYTES + 1];
+    let r = app.post("/index", "application/x-ndjson", huge).await;
+    assert_eq!(
+        (r.status, r.json()["limit"].as_u64()),
+        (413, Some(quiver::http::MAX_BODY_BYTES as u64))
+    );
     let e = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None).await.unwrap_err();
     assert!(e.to_string().contains("nothing has been published"), "{e}");
 }
@@ -228,8 +216,8 @@ async fn s3_down_is_503_naming_it() {
     cfg.s3_endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
     cfg.s3_timeout = Duration::from_millis(1500);
     let ix = Indexer::with_settings(&cfg, f.settings.clone()).await.unwrap();
-    let app = quiver::http::app(indexer::routes(ix));
-    let (status, v) = post(&app, "/index?corpus=reference&docs=10", "", "").await;
-    assert_eq!(status, 503, "{v}");
-    assert_eq!(v["dependency"], "s3");
+    let app = TestApp::new(indexer::routes(ix));
+    let r = app.post("/index?corpus=reference&docs=10", "", "").await;
+    assert_eq!(r.status, 503, "{r}");
+    assert_eq!(r.json()["dependency"], "s3");
 }

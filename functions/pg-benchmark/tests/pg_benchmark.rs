@@ -4,22 +4,19 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use http_body_util::BodyExt;
 use pg_benchmark::{routes, PgBenchmark};
 use quiver::events::{EventType, NewEvent};
 use quiver::pg::Pg;
 use quiver::pg_bench::{Approach, Session};
-use quiver::testing::{free_port, service_config};
+use quiver::testing::{free_port, service_config, TestApp};
 use serde_json::Value;
-use tower::ServiceExt;
 
 fn pg() -> Pg {
     Pg::new(&service_config()).unwrap()
 }
 
-fn app() -> Router {
-    quiver::http::app(routes(PgBenchmark::new(&service_config()).unwrap()))
+fn app() -> TestApp {
+    TestApp::new(routes(PgBenchmark::new(&service_config()).unwrap()))
 }
 
 /// A user id no other test (or earlier run) uses.
@@ -58,17 +55,6 @@ async fn insert(pg: &Pg, user: i32, n: usize) {
         })
         .collect();
     quiver::ingest::insert(pg, &batch, None).await.unwrap();
-}
-
-async fn get(app: &Router, uri: &str) -> (u16, Value) {
-    let res = app
-        .clone()
-        .oneshot(http::Request::get(uri).body(axum::body::Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap())
 }
 
 #[tokio::test]
@@ -150,9 +136,9 @@ async fn benchmark_reports_every_approach_after_a_warm_up() {
     let pg = pg();
     let user = fresh_user();
     insert(&pg, user, 40).await;
-    let (s, v) =
-        get(&app(), &format!("/samples/pg/benchmark?user_id={user}&limit=30&runs=3")).await;
-    assert_eq!(s, 200, "{v}");
+    let r = app().get(format!("/samples/pg/benchmark?user_id={user}&limit=30&runs=3")).await;
+    assert_eq!(r.status, 200, "{r}");
+    let v = r.json();
     assert_eq!(v["dataset_size"], 30);
     assert_eq!(v["runs"], 3);
     assert_eq!(v["identical_json"], true, "{v}");
@@ -184,8 +170,9 @@ async fn benchmark_all_has_the_reference_shape() {
     let pg = pg();
     let user = fresh_user();
     insert(&pg, user, 12).await;
-    let (s, v) = get(&app(), &format!("/samples/pg/benchmark-all?user_id={user}&limit=100")).await;
-    assert_eq!(s, 200, "{v}");
+    let r = app().get(format!("/samples/pg/benchmark-all?user_id={user}&limit=100")).await;
+    assert_eq!(r.status, 200, "{r}");
+    let v = r.json();
     assert_eq!(v["dataset_size"], 12);
     assert_eq!(v["identical_json"], true);
     for name in ["dynamic", "typed", "polars", "copy_binary"] {
@@ -219,26 +206,26 @@ async fn out_of_range_parameters_are_400_naming_them() {
         ("benchmark-all?user_id=-1", "user_id"),
     ];
     for (q, param) in cases {
-        let (s, v) = get(&app, &format!("/samples/pg/{q}")).await;
-        assert_eq!(s, 400, "{q}: {v}");
-        assert_eq!(v["param"], param, "{q}: {v}");
+        let r = app.get(format!("/samples/pg/{q}")).await;
+        assert_eq!(r.status, 400, "{q}: {r}");
+        assert_eq!(r.json()["param"], param, "{q}: {r}");
     }
     let edge =
         format!("/samples/pg/benchmark?user_id={}&limit=10000&runs=100&unrelated=", fresh_user());
-    let (s, v) = get(&app, &edge).await;
-    assert_eq!(s, 200, "the limits themselves are accepted: {v}");
+    let r = app.get(edge).await;
+    assert_eq!(r.status, 200, "the limits themselves are accepted: {r}");
 }
 
 #[tokio::test]
 async fn a_database_that_is_down_is_503_naming_it() {
     let url = format!("postgres://quiver:quiver@127.0.0.1:{}/quiver", free_port());
     let pg = Pg::connect_lazy(&url, 1, Duration::from_millis(500)).unwrap();
-    let app = quiver::http::app(routes(PgBenchmark::with_pg(pg)));
+    let app = TestApp::new(routes(PgBenchmark::with_pg(pg)));
     for route in ["benchmark", "benchmark-all"] {
         let started = Instant::now();
-        let (s, v) = get(&app, &format!("/samples/pg/{route}?limit=10")).await;
-        assert_eq!(s, 503, "{v}");
-        assert_eq!(v["dependency"], "postgres");
+        let r = app.get(format!("/samples/pg/{route}?limit=10")).await;
+        assert_eq!(r.status, 503, "{r}");
+        assert_eq!(r.json()["dependency"], "postgres");
         assert!(started.elapsed() < Duration::from_secs(3), "answered within the timeout");
     }
 }
@@ -247,11 +234,9 @@ async fn a_database_that_is_down_is_503_naming_it() {
 async fn the_sample_event_runs_through_the_handler() {
     let req =
         lambda_http::request::from_str(include_str!("../../../events/pg-benchmark.json")).unwrap();
-    let res = app().oneshot(req).await.unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    let r = app().call(req).await;
+    assert_eq!(r.status, 200, "{r}");
+    let v = r.json();
     assert_eq!(v["runs"], 5);
     assert_eq!(v["limit"], 100);
 }

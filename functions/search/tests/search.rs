@@ -7,14 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use http_body_util::BodyExt;
 use indexer::{Indexer, Source};
 use quiver::search::{BuildOptions, Corpus};
-use quiver::testing::{free_port, service_config};
+use quiver::testing::{free_port, service_config, TestApp};
 use search::{Search, Settings};
 use serde_json::Value;
-use tower::ServiceExt;
 
 struct Fixture {
     prefix: String,
@@ -67,17 +64,8 @@ impl Drop for Fixture {
     }
 }
 
-fn app(s: &Arc<Search>) -> Router {
-    quiver::http::app(search::routes(s.clone()))
-}
-
-async fn get(app: &Router, uri: &str) -> (u16, http::HeaderMap, Value) {
-    let req = http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+fn app(s: &Arc<Search>) -> TestApp {
+    TestApp::new(search::routes(s.clone()))
 }
 
 fn ids(v: &Value) -> Vec<u64> {
@@ -105,22 +93,23 @@ async fn relevance_phrases_tags_dates_and_snippets() {
     let s = f.search(Duration::from_secs(3600)).await;
     let app = app(&s);
 
-    let (status, _, v) = get(&app, "/search?q=tantivy+query+parser").await;
-    assert_eq!(status, 200, "{v}");
+    let r = app.get("/search?q=tantivy+query+parser").await;
+    assert_eq!(r.status, 200, "{r}");
+    let v = r.json();
     assert_eq!(ids(&v)[0], 1, "the exact title match ranks first: {v}");
     assert_eq!(v["total_hits"], 2);
     assert_eq!(v["index_version"], report.version.as_str());
     assert_eq!(v["query"], "tantivy query parser");
     assert!(v["took_us"].is_u64());
 
-    let (_, _, v) = get(&app, "/search?q=%22quick+brown%22").await;
+    let v = app.get("/search?q=%22quick+brown%22").await.json();
     assert_eq!(ids(&v), vec![3], "only the phrase matches, not both words apart: {v}");
-    let (_, _, v) = get(&app, "/search?q=quick+AND+brown").await;
+    let v = app.get("/search?q=quick+AND+brown").await.json();
     assert_eq!(v["total_hits"], 2);
-    let (_, _, v) = get(&app, "/search?q=title:foxes").await;
+    let v = app.get("/search?q=title:foxes").await.json();
     assert_eq!(v["total_hits"], 2);
 
-    let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&tag=animals").await;
+    let v = app.get("/search?q=fox+OR+foxes&tag=animals").await.json();
     assert_eq!(
         {
             let mut i = ids(&v);
@@ -130,12 +119,12 @@ async fn relevance_phrases_tags_dates_and_snippets() {
         vec![3, 4],
         "{v}"
     );
-    let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&from=2026-03-10&to=2026-03-31").await;
+    let v = app.get("/search?q=fox+OR+foxes&from=2026-03-10&to=2026-03-31").await.json();
     assert_eq!(ids(&v), vec![4], "{v}");
-    let (_, _, v) = get(&app, "/search?q=fox+OR+foxes&to=2026-03-01").await;
+    let v = app.get("/search?q=fox+OR+foxes&to=2026-03-01").await.json();
     assert_eq!(ids(&v), vec![3], "a bare date as `to` includes that day: {v}");
 
-    let (_, _, v) = get(&app, "/search?q=fish").await;
+    let v = app.get("/search?q=fish").await.json();
     let snippet = v["results"][0]["snippet"].as_str().unwrap();
     assert!(snippet.contains("<b>fish</b>"), "{snippet}");
     assert!(
@@ -145,7 +134,7 @@ async fn relevance_phrases_tags_dates_and_snippets() {
         "{snippet}"
     );
     // A title-only match still gets a (plain, escaped) snippet from the body.
-    let (_, _, v) = get(&app, "/search?q=title:escaping").await;
+    let v = app.get("/search?q=title:escaping").await.json();
     assert!(
         v["results"][0]["snippet"].as_str().unwrap().starts_with("Never trust &lt;script&gt;"),
         "{v}"
@@ -158,19 +147,21 @@ async fn pages_together_equal_one_big_page() {
     f.indexer.run(Source::Corpus { corpus: Corpus::Realistic, docs: 3000, seed: 7 }).await.unwrap();
     let s = f.search(Duration::from_secs(3600)).await;
     let app = app(&s);
-    let (status, _, big) = get(&app, "/search?q=performance+OR+search+OR+the&limit=100").await;
-    assert_eq!(status, 200, "{big}");
+    let r = app.get("/search?q=performance+OR+search+OR+the&limit=100").await;
+    assert_eq!(r.status, 200, "{r}");
+    let big = r.json();
     assert!(big["total_hits"].as_u64().unwrap() > 100);
     let mut paged = Vec::new();
     for offset in (0..100).step_by(10) {
-        let (_, _, page) =
-            get(&app, &format!("/search?q=performance+OR+search+OR+the&limit=10&offset={offset}"))
-                .await;
+        let page = app
+            .get(format!("/search?q=performance+OR+search+OR+the&limit=10&offset={offset}"))
+            .await
+            .json();
         assert_eq!(page["total_hits"], big["total_hits"]);
         paged.extend(ids(&page));
     }
     assert_eq!(paged, ids(&big));
-    let (_, _, past) = get(&app, "/search?q=performance&offset=10000").await;
+    let past = app.get("/search?q=performance&offset=10000").await.json();
     assert_eq!(past["results"].as_array().unwrap().len(), 0);
 }
 
@@ -200,17 +191,12 @@ async fn every_bad_parameter_is_a_4xx_naming_it() {
         ("/search?q=fox&q=dog", "q"),
         ("/search?q=fox&page=2", "page"),
     ] {
-        let (status, h, v) = get(&app, uri).await;
-        assert_eq!(status, 400, "{uri}: {v}");
-        assert_eq!(h["content-type"], "application/problem+json");
-        assert_eq!(v["param"], param, "{uri}: {v}");
+        let r = app.get(uri).await;
+        assert_eq!(r.status, 400, "{uri}: {r}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json()["param"], param, "{uri}: {r}");
     }
-    let res = app
-        .clone()
-        .oneshot(http::Request::post("/search?q=fox").body(axum::body::Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 405);
+    assert_eq!(app.send("POST", "/search?q=fox", &[], "").await.status, 405);
 }
 
 #[tokio::test]
@@ -222,17 +208,15 @@ async fn a_new_version_is_picked_up_without_a_restart_and_cached_per_version() {
     let app = app(&s);
     // The first call only starts connecting to Valkey (BYPASS); wait until the cache answers.
     for _ in 0..200 {
-        let (_, h, _) = get(&app, "/search?q=warmup").await;
-        if h["x-cache"] != "BYPASS" {
+        if app.get("/search?q=warmup").await.header("x-cache") != Some("BYPASS") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (_, h, v) = get(&app, "/search?q=alpha").await;
-    assert_eq!((v["total_hits"].as_u64(), h["x-cache"].to_str().unwrap()), (Some(1), "MISS"));
-    assert_eq!(h["x-index-version"], first.version.as_str());
-    let (_, h, _) = get(&app, "/search?q=alpha").await;
-    assert_eq!(h["x-cache"], "HIT");
+    let r = app.get("/search?q=alpha").await;
+    assert_eq!((r.json()["total_hits"].as_u64(), r.header("x-cache")), (Some(1), Some("MISS")));
+    assert_eq!(r.header("x-index-version"), Some(first.version.as_str()));
+    assert_eq!(app.get("/search?q=alpha").await.header("x-cache"), Some("HIT"));
 
     let second = f
         .publish_jsonl(&[
@@ -240,10 +224,11 @@ async fn a_new_version_is_picked_up_without_a_restart_and_cached_per_version() {
             doc(2, "Alpha two", "alpha two", &[], "2026-01-02T00:00:00Z"),
         ])
         .await;
-    let (_, h, v) = get(&app, "/search?q=alpha").await;
+    let r = app.get("/search?q=alpha").await;
+    let v = r.json();
     assert_eq!(v["total_hits"], 2, "{v}");
     assert_eq!(v["index_version"], second.version.as_str());
-    assert_eq!(h["x-cache"], "MISS", "a new version never serves the old answer");
+    assert_eq!(r.header("x-cache"), Some("MISS"), "a new version never serves the old answer");
 }
 
 #[tokio::test]
@@ -270,22 +255,23 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
     // Nothing loaded yet: a bundle whose checksum matches but that does not unpack is a 503.
     publish_junk().await;
     let s = f.search(Duration::from_secs(3600)).await;
-    let (status, _, v) = get(&app(&s), "/search?q=fox").await;
-    assert_eq!(status, 503, "{v}");
+    let r = app(&s).get("/search?q=fox").await;
+    assert_eq!(r.status, 503, "{r}");
+    let v = r.json();
     assert_eq!(v["dependency"], "index");
     assert!(v["detail"].as_str().unwrap().contains("unusable"), "{v}");
 
     // A good version loads; a corrupt one published after it leaves the good one serving.
     let good = f.publish_jsonl(&small_corpus()).await;
     s.expire();
-    let (status, h, _) = get(&app(&s), "/search?q=fox").await;
-    assert_eq!(status, 200);
-    assert_eq!(h["x-index-version"], good.version.as_str());
+    let r = app(&s).get("/search?q=fox").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-index-version"), Some(good.version.as_str()));
     publish_junk().await;
     s.expire();
-    let (status, h, _) = get(&app(&s), "/search?q=foxes").await;
-    assert_eq!(status, 200);
-    assert_eq!(h["x-index-version"], good.version.as_str());
+    let r = app(&s).get("/search?q=foxes").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-index-version"), Some(good.version.as_str()));
 
     // A bundle that does not match its manifest's checksum is refused before unpacking.
     let good = f.publish_jsonl(&small_corpus()).await;
@@ -302,9 +288,9 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
     )
     .await
     .unwrap();
-    let (status, _, v) = get(&app(&fresh), "/search?q=fox").await;
-    assert_eq!(status, 503, "{v}");
-    assert!(v["detail"].as_str().unwrap().contains("corrupt"), "{v}");
+    let r = app(&fresh).get("/search?q=fox").await;
+    assert_eq!(r.status, 503, "{r}");
+    assert!(r.json()["detail"].as_str().unwrap().contains("corrupt"), "{r}");
 }
 
 #[tokio::test]
@@ -319,16 +305,16 @@ async fn the_reference_corpus_returns_the_hits_it_implies() {
     let s = f.search(Duration::from_secs(3600)).await;
     let app = app(&s);
     // Every title is "Doc i - Performance Optimization".
-    let (_, _, v) = get(&app, "/search?q=performance").await;
+    let v = app.get("/search?q=performance").await.json();
     assert_eq!(v["total_hits"], 10_000, "{v}");
     assert_eq!(v["results"].as_array().unwrap().len(), 10);
     // Document i is about topic i % 5.
-    let (_, _, v) = get(&app, "/search?q=%22query+planning%22").await;
+    let v = app.get("/search?q=%22query+planning%22").await.json();
     assert_eq!(v["total_hits"], 2_000);
-    let (_, _, v) = get(&app, "/search?q=performance&tag=memory").await;
+    let v = app.get("/search?q=performance&tag=memory").await.json();
     assert_eq!(v["total_hits"], 2_000);
     // Document i was created i hours after 2026-01-01T00:00:00Z: one day is 24 documents.
-    let (_, _, v) = get(&app, "/search?q=performance&from=2026-01-01&to=2026-01-01").await;
+    let v = app.get("/search?q=performance&from=2026-01-01&to=2026-01-01").await.json();
     assert_eq!(v["total_hits"], 24);
 }
 
@@ -338,10 +324,9 @@ async fn the_lambda_event_is_served() {
     f.indexer.run(Source::Corpus { corpus: Corpus::Reference, docs: 100, seed: 0 }).await.unwrap();
     let s = f.search(Duration::from_secs(3600)).await;
     let req = lambda_http::request::from_str(include_str!("../../../events/search.json")).unwrap();
-    let res = app(&s).oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let v: Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let r = app(&s).call(req).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
     assert_eq!(v["total_hits"], 100);
     assert_eq!(v["results"].as_array().unwrap().len(), 5);
 }
@@ -360,14 +345,14 @@ async fn s3_down_is_503_and_valkey_down_is_a_bypass() {
     cfg.s3_endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
     cfg.s3_timeout = Duration::from_millis(1500);
     let s = Search::with_settings(&cfg, settings("no-s3")).await.unwrap();
-    let (status, _, v) = get(&app(&s), "/search?q=fox").await;
-    assert_eq!(status, 503, "{v}");
-    assert_eq!(v["dependency"], "s3");
+    let r = app(&s).get("/search?q=fox").await;
+    assert_eq!(r.status, 503, "{r}");
+    assert_eq!(r.json()["dependency"], "s3");
 
     let mut cfg = service_config();
     cfg.valkey_url = Some(format!("redis://127.0.0.1:{}", free_port()));
     let s = Search::with_settings(&cfg, settings("no-valkey")).await.unwrap();
-    let (status, h, v) = get(&app(&s), "/search?q=fox").await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(h["x-cache"], "BYPASS");
+    let r = app(&s).get("/search?q=fox").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
 }

@@ -5,19 +5,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Router;
 use chrono::{DateTime, Utc};
-use http_body_util::BodyExt;
 use quiver::artifact::{self, Manifest};
 use quiver::events::{EventType, NewEvent};
 use quiver::generate::{Generator, Shape};
 use quiver::pg::Pg;
 use quiver::storage::Storage;
-use quiver::testing::service_config;
+use quiver::testing::{service_config, TestApp};
 use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 use serde_json::Value;
 use snapshot::{Settings, Snapshot, Window};
-use tower::ServiceExt;
 
 fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap()
@@ -56,17 +53,6 @@ async fn count_window(from: i64, to: i64) -> i64 {
     .await
     .unwrap()
     .get(0)
-}
-
-async fn send(app: &Router, req: http::Request<axum::body::Body>) -> (u16, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status().as_u16();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-fn post(uri: &str) -> http::Request<axum::body::Body> {
-    http::Request::post(uri).body(axum::body::Body::empty()).unwrap()
 }
 
 fn window_query(from: i64, to: i64) -> String {
@@ -118,10 +104,11 @@ async fn post_snapshot_exports_a_window_by_day_and_publishes_a_manifest() {
     let (from, to) = (end - 3 * DAY_US, end);
     seed_window(end, 3, 3000).await;
     let prefix = unique_prefix("post");
-    let app = quiver::http::app(snapshot::routes(state(&prefix, 3).await));
+    let app = TestApp::new(snapshot::routes(state(&prefix, 3).await));
 
-    let (s, report) = send(&app, post(&format!("/snapshot?{}", window_query(from, to)))).await;
-    assert_eq!(s, 201, "{report}");
+    let r = app.send("POST", format!("/snapshot?{}", window_query(from, to)), &[], "").await;
+    assert_eq!(r.status, 201, "{r}");
+    let report = r.json();
     assert_eq!(report["rows"], 3000);
     assert_eq!(report["partitioned_by_day"], true);
     assert_eq!(report["files"], 3, "one part per day: {report}");
@@ -258,20 +245,18 @@ async fn an_empty_window_publishes_an_empty_snapshot_with_the_schema() {
 async fn bad_parameters_are_400s_naming_them_and_a_second_export_is_409() {
     let prefix = unique_prefix("bad");
     let s = state(&prefix, 3).await;
-    let app = quiver::http::app(snapshot::routes(s.clone()));
+    let app = TestApp::new(snapshot::routes(s.clone()));
     for (q, param) in [
         ("from=yesterday", "from"),
         ("to=2026-13-01T00:00:00Z", "to"),
         ("from=2026-10-02T00:00:00Z&to=2026-10-01T00:00:00Z", "to"),
         ("event_type=click", "event_type"),
     ] {
-        let (status, v) = send(&app, post(&format!("/snapshot?{q}"))).await;
-        assert_eq!(status, 400, "{q}: {v}");
-        assert_eq!(v["param"], param, "{q}: {v}");
+        let r = app.send("POST", format!("/snapshot?{q}"), &[], "").await;
+        assert_eq!(r.status, 400, "{q}: {r}");
+        assert_eq!(r.json()["param"], param, "{q}: {r}");
     }
-    let (status, _) =
-        send(&app, http::Request::get("/snapshot").body(axum::body::Body::empty()).unwrap()).await;
-    assert_eq!(status, 405);
+    assert_eq!(app.get("/snapshot").await.status, 405);
 
     let day = unique_midnight();
     let w = Window { from: Some(at(day)), to: Some(at(day + DAY_US)) };
@@ -295,15 +280,13 @@ async fn sample_events_are_routed_as_http_or_schedule() {
     // The HTTP sample goes through the routes as `cargo lambda invoke` sends it; the sample exports
     // everything, so the test narrows it to an empty window of its own.
     let prefix = unique_prefix("sample");
-    let app = quiver::http::app(snapshot::routes(state(&prefix, 3).await));
-    let req = lambda_http::request::from_str(post_event).unwrap();
+    let app = TestApp::new(snapshot::routes(state(&prefix, 3).await));
+    let mut req = lambda_http::request::from_str(post_event).unwrap();
     assert_eq!((req.method().as_str(), req.uri().path()), ("POST", "/snapshot"));
-    let (mut parts, body) = req.into_parts();
     let day = unique_midnight();
-    parts.uri = format!("/snapshot?{}", window_query(day, day + DAY_US)).parse().unwrap();
-    let req = http::Request::from_parts(parts, axum::body::Body::from(body.to_vec()));
-    let (status, v) = send(&app, req).await;
-    assert_eq!(status, 201, "{v}");
-    assert_eq!(manifest(&prefix).await.version, v["version"]);
+    *req.uri_mut() = format!("/snapshot?{}", window_query(day, day + DAY_US)).parse().unwrap();
+    let r = app.call(req).await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(manifest(&prefix).await.version, r.json()["version"]);
     delete_prefix(&prefix).await;
 }
