@@ -39,6 +39,11 @@ if ! have cargo; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 have cargo || { echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2; exit 1; }
+# The test command checks formatting and lints; rustup's default profile has both components.
+if have rustup && ! { have cargo-fmt && have cargo-clippy; }; then
+  say "rustup component add rustfmt clippy"
+  rustup component add rustfmt clippy
+fi
 
 if [ ! -x "$VENV/bin/cargo-lambda" ]; then
   say "pip install cargo-lambda (into $VENV)"

@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 source local/bootstrap.sh
 started=$(date +%s)
 
+say "cargo fmt --check and clippy (warnings are errors)"
+cargo fmt --all --check
+cargo clippy -q --workspace --all-targets -- -D warnings
+
 say "feature checks: each light feature of the quiver crate on its own"
 for f in "" pg cache s3 lambda secrets testing; do
   cargo check -q -p quiver --no-default-features ${f:+--features $f}

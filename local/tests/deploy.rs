@@ -65,7 +65,7 @@ fn each_function_is_granted_no_more_than_it_needs() {
     let mut problems = Vec::new();
     for (name, f) in template.functions() {
         problems
-            .extend(policy_problems(&name, &f.props).into_iter().map(|p| format!("{name}: {p}")));
+            .extend(policy_problems(&name, f.props).into_iter().map(|p| format!("{name}: {p}")));
     }
     assert!(problems.is_empty(), "infra/template.yaml:\n{}", problems.join("\n"));
 }

@@ -20,7 +20,9 @@ async fn every_limit_is_a_quick_4xx_that_names_it() {
     .into_bytes();
     let long = "x".repeat(10_000);
 
-    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+    // (method, path, content type, body, status, the problem+json member that explains it)
+    type Case<'a> = (&'a str, String, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("POST", "/events".into(), "application/json", seven_mb.clone(), 413, "limit"),
         ("POST", "/process".into(), "application/json", seven_mb.clone(), 413, "limit"),
         ("POST", "/index".into(), "application/x-ndjson", seven_mb, 413, "limit"),

@@ -431,7 +431,6 @@ impl Cursor {
 pub const COPY_IN: &str =
     "COPY user_events (id, user_id, event_type, page_url, metadata, created_at) FROM STDIN (FORMAT binary)";
 
-/// µs between the Unix epoch and PostgreSQL's (2000-01-01).
 
 /// The 19-byte COPY BINARY header.
 pub fn copy_header(buf: &mut BytesMut) {

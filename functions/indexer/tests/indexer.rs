@@ -116,7 +116,7 @@ async fn jsonl_from_a_body_and_from_s3() {
 
     let s = storage().await;
     let key = format!("{}-source/docs.jsonl", f.settings.prefix);
-    let body = aws_sdk_s3::primitives::ByteStream::from(lines.repeat(1).into_bytes());
+    let body = aws_sdk_s3::primitives::ByteStream::from(lines.to_string().into_bytes());
     s.client.put_object().bucket(&s.bucket).key(&key).body(body).send().await.unwrap();
     let r = app.post(format!("/index?key={key}"), "", "").await;
     assert_eq!(r.status, 201, "{r}");
