@@ -431,7 +431,6 @@ impl Cursor {
 pub const COPY_IN: &str =
     "COPY user_events (id, user_id, event_type, page_url, metadata, created_at) FROM STDIN (FORMAT binary)";
 
-
 /// The 19-byte COPY BINARY header.
 pub fn copy_header(buf: &mut BytesMut) {
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");

@@ -43,7 +43,6 @@ const SELECT: &str =
 /// A generous size of one event's JSON, so the body is allocated once (the seed's are ~220 B).
 const ROW_JSON_BYTES: usize = 256;
 
-
 /// One way of producing the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Approach {
