@@ -4,7 +4,6 @@
 //! same query on the live table instead. `GET /analytics/compare` shows the cache at work: a MISS
 //! computed by DuckDB, then a HIT from Valkey, with the time each part took.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +14,15 @@ use axum::Router;
 use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use quiver::analytics::{self, FilterParams, Filters, FunnelRow, Summary};
 use quiver::artifact::Loaded;
-use quiver::cache::{Cache, Entry, Key, Status};
+use quiver::cache::{Answer, Cache, Computed, Key, Status};
 use quiver::config::ConfigError;
 use quiver::http::{json, Params, ServerTiming, X_CACHE};
 use quiver::pg::Pg;
 use quiver::snapshot::{Settings, Snapshots, Table};
 use quiver::storage::Storage;
-use quiver::{Config, Error, Result};
+use quiver::time::ms;
+use quiver::ResultExt;
+use quiver::{Config, Result};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -78,61 +79,43 @@ impl Analytics {
         self.snapshots.expire();
     }
 
-    /// Runs `run` over the loaded table on a blocking thread and returns its JSON as a cache entry
-    /// (compressed there too), recording the time DuckDB took in `took` (ns).
+    /// Runs `run` over the loaded table on a blocking thread; the JSON is compressed there too,
+    /// and the time DuckDB took comes back as the `duckdb` timing.
     async fn compute<T: Serialize + 'static>(
         &self,
         loaded: Arc<Loaded<Table>>,
         filters: Filters,
         run: fn(&Table, &Filters) -> Result<T>,
-        took: &AtomicU64,
-    ) -> Result<Entry> {
+    ) -> Result<Computed> {
         self.computations.fetch_add(1, Ordering::Relaxed);
-        let (entry, t) = tokio::task::spawn_blocking(move || {
+        quiver::blocking("DuckDB task", move || {
             let started = Instant::now();
             let value = run(&loaded.value, &filters)?;
-            let t = started.elapsed();
-            let body = serde_json::to_vec(&value)
-                .map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
-            Ok::<_, Error>((Entry::new(&body, "application/json"), t))
+            let took = started.elapsed();
+            Ok(Computed::json(&value)?.timed("duckdb", took))
         })
         .await
-        .map_err(|e| Error::Internal(format!("DuckDB task: {e}")))??;
-        took.store(t.as_nanos() as u64, Ordering::Relaxed);
-        Ok(entry)
     }
 
-    /// A DuckDB answer for `route`, from the cache unless `cache=off`.
+    /// The cached answer of `run` for `route` over the newest snapshot (`cache=off`: computed
+    /// without asking the cache).
     async fn duck_answer<T: Serialize + 'static>(
         &self,
         route: &'static str,
-        q: &Query,
-        headers: &HeaderMap,
+        filters: &Filters,
+        use_cache: bool,
         run: fn(&Table, &Filters) -> Result<T>,
-    ) -> Result<Response> {
+    ) -> Result<Answer> {
         let started = Instant::now();
         let loaded = self.snapshots.current().await?;
         let timing = ServerTiming::default().add("snapshot", started.elapsed());
-        let took = AtomicU64::new(0);
-        let (entry, status, timing) = if q.cached {
-            let key = Key::new(FUNCTION, route, &q.filters.normalized(), &loaded.manifest.version);
-            let compute = || self.compute(loaded.clone(), q.filters.clone(), run, &took);
-            let lookup = self.cache.get_or_compute(key, compute).await?;
-            (lookup.entry, lookup.status, timing.add("cache", lookup.lookup))
-        } else {
-            (
-                self.compute(loaded.clone(), q.filters.clone(), run, &took).await?,
-                Status::Bypass,
-                timing,
-            )
-        };
-        let timing = match took.load(Ordering::Relaxed) {
-            0 => timing,
-            ns => timing.add("duckdb", Duration::from_nanos(ns)),
-        };
-        let mut res = entry.respond(status, headers, timing);
-        set_version(&mut res, &loaded.manifest.version);
-        Ok(res)
+        let version = loaded.manifest.version.clone();
+        let key = Key::new(FUNCTION, route, &filters.normalized(), &version);
+        let answer = self
+            .cache
+            .answer(key, use_cache, timing, || self.compute(loaded, filters.clone(), run))
+            .await?;
+        Ok(answer.with_header(X_DATA_VERSION, &version))
     }
 }
 
@@ -189,6 +172,17 @@ struct Compare {
     summary: Summary,
 }
 
+/// Everything of [`Compare`] but the summary, which is appended as the cached bytes.
+#[derive(Serialize)]
+struct CompareHead<'a> {
+    source: &'static str,
+    cache_hit: bool,
+    cache_lookup_us: u64,
+    processing_ms: f64,
+    total_ms: f64,
+    data_version: &'a str,
+}
+
 /// The parameters of `summary` and `funnel`: the shared filters, `source` and `cache`.
 struct Query {
     filters: Filters,
@@ -239,7 +233,7 @@ async fn summary(
     if q.postgres {
         return postgres_answer(analytics::postgres::summary(&s.pg, &q.filters)).await;
     }
-    s.duck_answer(SUMMARY, &q, &headers, Table::summary).await
+    Ok(s.duck_answer(SUMMARY, &q.filters, q.cached, Table::summary).await?.respond(&headers))
 }
 
 /// Page views, clicks and conversions for the 20 busiest pages.
@@ -250,7 +244,7 @@ async fn funnel(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -
     if q.postgres {
         return postgres_answer(analytics::postgres::funnel(&s.pg, &q.filters)).await;
     }
-    s.duck_answer(FUNNEL, &q, &headers, Table::funnel).await
+    Ok(s.duck_answer(FUNNEL, &q.filters, q.cached, Table::funnel).await?.respond(&headers))
 }
 
 /// `GET /analytics/compare`: the summary through the cache, with what it cost. It shares the
@@ -260,37 +254,31 @@ async fn funnel(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -
     responses((status = 200, description = "The summary with the cache's part in it.", body = Compare)))]
 async fn compare(State(s): State<Arc<Analytics>>, uri: Uri) -> Result<Response> {
     let started = Instant::now();
-    let p = Params::from_uri(&uri)?;
-    let filters = Filters::from_params(&p)?;
-    let loaded = s.snapshots.current().await?;
-    let version = loaded.manifest.version.clone();
-    let key = Key::new(FUNCTION, SUMMARY, &filters.normalized(), &version);
-    let took = AtomicU64::new(0);
-    let lookup = s
-        .cache
-        .get_or_compute(key, || s.compute(loaded.clone(), filters.clone(), Table::summary, &took))
-        .await?;
-    let summary = lookup.entry.body()?;
-    let processing = Duration::from_nanos(took.load(Ordering::Relaxed));
-    let hit = lookup.status == Status::Hit;
-    let version_json =
-        serde_json::to_string(&version).map_err(|e| Error::Internal(format!("version: {e}")))?;
-    let mut body = Vec::with_capacity(summary.len() + 192);
-    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    let _ = write!(
-        body,
-        r#"{{"source":"{}","cache_hit":{hit},"cache_lookup_us":{},"processing_ms":{},"total_ms":{},"data_version":{version_json},"summary":"#,
-        if hit { "valkey" } else { "duckdb" },
-        lookup.lookup.as_micros(),
-        ms(processing),
-        ms(started.elapsed()),
-    );
+    let filters = Filters::from_params(&Params::from_uri(&uri)?)?;
+    let answer = s.duck_answer(SUMMARY, &filters, true, Table::summary).await?;
+    let summary = answer.entry.body()?;
+    let processing = answer.timings.iter().map(|(_, took)| *took).sum::<Duration>();
+    let hit = answer.status == Status::Hit;
+    let version = answer.header(X_DATA_VERSION).unwrap_or_default().to_string();
+    // The summary goes in as the cached bytes, so a HIT costs no parse and no re-encoding.
+    let head = serde_json::to_string(&CompareHead {
+        source: if hit { "valkey" } else { "duckdb" },
+        cache_hit: hit,
+        cache_lookup_us: answer.lookup.as_micros() as u64,
+        processing_ms: ms(processing),
+        total_ms: ms(started.elapsed()),
+        data_version: &version,
+    })
+    .internal("serializing the comparison")?;
+    let mut body = Vec::with_capacity(head.len() + summary.len() + 16);
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"summary\":");
     body.extend_from_slice(&summary);
     body.push(b'}');
     let mut res = (StatusCode::OK, body).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res.headers_mut().insert(X_CACHE, HeaderValue::from_static(lookup.status.as_str()));
-    let timing = ServerTiming::default().add("cache", lookup.lookup);
+    res.headers_mut().insert(X_CACHE, HeaderValue::from_static(answer.status.as_str()));
+    let timing = ServerTiming::default().add("cache", answer.lookup);
     let timing = if processing.is_zero() { timing } else { timing.add("duckdb", processing) };
     timing.apply(&mut res);
     set_version(&mut res, &version);

@@ -78,12 +78,11 @@ async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) ->
     let bytes = read_body(&headers, body, MAX_BODY_BYTES).await?;
     let now_us = chrono::Utc::now().timestamp_micros();
     // Parsing a 6 MB body is CPU work; keep it off the async executor.
-    let (batch, hash) = tokio::task::spawn_blocking(move || {
+    let (batch, hash) = quiver::blocking("parsing task", move || {
         let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
         quiver::events::parse_body(&bytes, format, now_us).map(|b| (b, hash))
     })
-    .await
-    .map_err(|e| Error::Internal(format!("parsing task: {e}")))??;
+    .await?;
     let pg = &s.pg;
     match ingest::insert(pg, &batch, key.as_deref().map(|k| (k, hash.as_str()))).await? {
         Outcome::Written(ins) => {

@@ -182,7 +182,7 @@ impl Indexer {
             Source::Body(bytes) => Input::Body(bytes),
         };
         let (dir, opts) = (work.0.clone(), self.settings.build);
-        let (built, bundle_bytes, pack_ms) = tokio::task::spawn_blocking(move || {
+        let (built, bundle_bytes, pack_ms) = quiver::blocking("index build task", move || {
             let docs: Box<dyn Iterator<Item = Result<Doc>>> = match input {
                 Input::Corpus(corpus, docs, seed) => corpus.docs(docs, seed),
                 Input::File(path) => {
@@ -204,8 +204,7 @@ impl Indexer {
             let size = search::pack(&dir.join("index"), &dir.join(BUNDLE))?;
             Ok((built, size, t.elapsed().as_secs_f64() * 1e3))
         })
-        .await
-        .map_err(|e| Error::Internal(format!("index build task: {e}")))??;
+        .await?;
 
         let t = Instant::now();
         let meta = serde_json::json!({

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use http::{header, HeaderMap, StatusCode, Uri};
-use quiver::cache::{Cache, Entry, Key};
+use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
-use quiver::http::{read_body, Params, ServerTiming, MAX_BODY_BYTES};
+use quiver::http::{json, read_body, Params, ServerTiming, MAX_BODY_BYTES};
 use quiver::process::{self, Stats, MAX_GENERATED};
 use quiver::time::ms;
 use quiver::{Config, Error, Result};
@@ -100,28 +100,6 @@ struct GeneratedReport {
     timings: GeneratedTimings,
 }
 
-/// Runs CPU work (parsing, generation, Polars) off the async executor; it returns JSON.
-async fn blocking<F>(work: F) -> Result<Vec<u8>>
-where
-    F: FnOnce() -> Result<Vec<u8>> + Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Internal(format!("processing task: {e}")))?
-}
-
-/// The same, as a cache entry.
-async fn blocking_entry<F>(work: F) -> Result<Entry>
-where
-    F: FnOnce() -> Result<Vec<u8>> + Send + 'static,
-{
-    Ok(Entry::new(&blocking(work).await?, "application/json"))
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Internal(format!("serializing the report: {e}")))
-}
-
 /// JSON, or no content type at all (curl -d sends form encoding; that is refused, not guessed).
 fn check_content_type(headers: &HeaderMap) -> Result<()> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
@@ -151,29 +129,28 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
     let bytes = read_body(&headers, body, MAX_BODY_BYTES).await?;
     // xxh3 runs at ~10 GB/s: hashing even a 6 MB body costs well under a millisecond.
     let key = Key::of_parts(&[RESULT_VERSION, b"POST /process", &bytes]);
-    let lookup = s
-        .cache
-        .get_or_compute(key, || {
-            blocking_entry(move || {
-                let t = Instant::now();
-                let batch = process::parse(&bytes)?;
-                let parsed = t.elapsed();
-                let stats = process::aggregate(batch.columns)?;
-                let processed = t.elapsed() - parsed;
-                tracing::info!(batch_id = %batch.batch_id, points = stats.total_records, "batch processed");
-                to_json(&BatchReport {
-                    batch_id: batch.batch_id,
-                    stats,
-                    timings: BatchTimings { parse_ms: ms(parsed), process_ms: ms(processed), total_ms: ms(started.elapsed()) },
-                })
-            })
+    let work = move || {
+        let t = Instant::now();
+        let batch = process::parse(&bytes)?;
+        let parsed = t.elapsed();
+        let stats = process::aggregate(batch.columns)?;
+        let processed = t.elapsed() - parsed;
+        tracing::info!(batch_id = %batch.batch_id, points = stats.total_records, "batch processed");
+        Computed::json(&BatchReport {
+            batch_id: batch.batch_id,
+            stats,
+            timings: BatchTimings {
+                parse_ms: ms(parsed),
+                process_ms: ms(processed),
+                total_ms: ms(started.elapsed()),
+            },
         })
+    };
+    let answer = s
+        .cache
+        .answer(key, true, ServerTiming::default(), || quiver::blocking("processing task", work))
         .await?;
-    Ok(lookup.entry.respond(
-        lookup.status,
-        &headers,
-        ServerTiming::default().add("cache", lookup.lookup),
-    ))
+    Ok(answer.respond(&headers))
 }
 
 /// Generates `size` points and computes their statistics: the reference's processing benchmark.
@@ -199,7 +176,7 @@ async fn generated(
         let generation = t.elapsed();
         let stats = process::aggregate(columns)?;
         let processed = t.elapsed() - generation;
-        to_json(&GeneratedReport {
+        Ok(GeneratedReport {
             size,
             seed,
             stats,
@@ -214,16 +191,12 @@ async fn generated(
         Some(seed) => {
             let params = format!("size={size}&seed={seed}");
             let key = Key::of_parts(&[RESULT_VERSION, b"GET /process", params.as_bytes()]);
-            let lookup = s.cache.get_or_compute(key, || blocking_entry(work)).await?;
-            Ok(lookup.entry.respond(
-                lookup.status,
-                &headers,
-                ServerTiming::default().add("cache", lookup.lookup),
-            ))
+            let compute = || quiver::blocking("processing task", move || Computed::json(&work()?));
+            Ok(s.cache.answer(key, true, ServerTiming::default(), compute).await?.respond(&headers))
         }
         None => {
-            let json = blocking(work).await?;
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response())
+            let report = quiver::blocking("processing task", work).await?;
+            Ok(json(StatusCode::OK, &report))
         }
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
-use http::{HeaderMap, HeaderValue, Uri};
+use http::{HeaderMap, Uri};
 use quiver::artifact::{Loaded, Manifest, Tracker};
-use quiver::cache::{Cache, Entry, Key};
+use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
 use quiver::http::{Params, ServerTiming};
 use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX};
@@ -133,7 +133,7 @@ async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
             format!("version {} has no {BUNDLE}", manifest.version),
         ));
     }
-    tokio::task::spawn_blocking(move || {
+    quiver::blocking("opening the index", move || {
         let started = Instant::now();
         let bundle = dir.join(BUNDLE);
         let index_dir = dir.join("index");
@@ -152,7 +152,6 @@ async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
         Ok(handle)
     })
     .await
-    .map_err(|e| Error::Internal(format!("opening the index: {e}")))?
 }
 
 /// The route, registered with its OpenAPI entry.
@@ -290,34 +289,25 @@ async fn search_route(
     let loaded = s.current().await?;
     let timing = ServerTiming::default().add("index", started.elapsed());
     let key = Key::new(FUNCTION, ROUTE, &q.normalized(), &loaded.manifest.version);
-    let compute = || {
-        s.computations.fetch_add(1, Ordering::Relaxed);
-        let (loaded, q) = (loaded.clone(), q.clone());
-        async move {
-            tokio::task::spawn_blocking(move || {
+    let version = loaded.manifest.version.clone();
+    let answer = s
+        .cache
+        .answer(key, true, timing, || {
+            s.computations.fetch_add(1, Ordering::Relaxed);
+            quiver::blocking("search task", move || {
                 let t = Instant::now();
                 let hits = loaded.value.search(&q.as_search())?;
-                let answer = Answer {
+                Computed::json(&Answer {
                     query: &q.q,
                     total_hits: hits.total,
                     took_us: t.elapsed().as_micros() as u64,
                     index_version: &loaded.manifest.version,
                     results: &hits.hits,
-                };
-                let body = serde_json::to_vec(&answer)
-                    .map_err(|e| Error::Internal(format!("serializing an answer: {e}")))?;
-                Ok(Entry::new(&body, "application/json"))
+                })
             })
-            .await
-            .map_err(|e| Error::Internal(format!("search task: {e}")))?
-        }
-    };
-    let lookup = s.cache.get_or_compute(key, compute).await?;
-    let mut res = lookup.entry.respond(lookup.status, &headers, timing.add("cache", lookup.lookup));
-    if let Ok(v) = HeaderValue::from_str(&loaded.manifest.version) {
-        res.headers_mut().insert(X_INDEX_VERSION, v);
-    }
-    Ok(res)
+        })
+        .await?;
+    Ok(answer.with_header(X_INDEX_VERSION, &version).respond(&headers))
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ fn valid_request_id(v: &HeaderValue) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
+/// A response extension the cache sets when it sends its stored zstd bytes as they are (with
+/// their `content-encoding` and the ETag of the plain body): [`finish`] then neither computes an
+/// ETag over the encoded bytes nor compresses them again.
+#[derive(Debug, Clone, Copy)]
+pub struct AlreadyEncoded;
+
 /// Wraps a function's routes: problem+json for unknown routes and methods, then the finishing
 /// middleware. Use once per server; `quiver-local serve` merges routes first, then calls this.
 pub fn app(routes: Router) -> Router {
@@ -116,7 +122,7 @@ pub async fn finish(req: Request, next: Next) -> Response {
     let cacheable =
         parts.status == StatusCode::OK && (method == Method::GET || method == Method::HEAD);
     if cacheable {
-        let already_encoded = parts.headers.contains_key(header::CONTENT_ENCODING);
+        let already_encoded = parts.extensions.get::<AlreadyEncoded>().is_some();
         if !parts.headers.contains_key(header::ETAG) && !already_encoded {
             parts.headers.insert(header::ETAG, etag_for(&bytes));
         }
@@ -133,7 +139,7 @@ pub async fn finish(req: Request, next: Next) -> Response {
         }
     }
     if parts.status != StatusCode::NOT_MODIFIED
-        && !parts.headers.contains_key(header::CONTENT_ENCODING)
+        && parts.extensions.get::<AlreadyEncoded>().is_none()
         && bytes.len() >= MIN_COMPRESS_BYTES
         && accept != Encoding::Identity
     {

@@ -212,9 +212,7 @@ impl Snapshots {
         self.duck
             .get_or_try_init(|| async {
                 let s = self.settings.clone();
-                tokio::task::spawn_blocking(move || Duck::open(&s))
-                    .await
-                    .map_err(|e| Error::Internal(format!("opening DuckDB: {e}")))?
+                crate::blocking("opening DuckDB", move || Duck::open(&s)).await
             })
             .await
             .cloned()
@@ -225,13 +223,12 @@ impl Snapshots {
         self.tracker
             .current(|manifest, dir| async move {
                 let duck = self.duck().await?;
-                tokio::task::spawn_blocking(move || {
+                crate::blocking("loading a snapshot", move || {
                     let names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
                     let expected = manifest.meta.get("row_count").and_then(|n| n.as_i64());
                     duck.load(&manifest.version, &names, &dir, expected)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("loading a snapshot: {e}")))?
             })
             .await
     }
