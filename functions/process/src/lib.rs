@@ -67,8 +67,6 @@ pub fn routes(state: Arc<Process>) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// Milliseconds with microsecond resolution, as reported in bodies.
-
 #[derive(Serialize, utoipa::ToSchema)]
 struct BatchTimings {
     parse_ms: f64,
