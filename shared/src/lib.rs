@@ -1,5 +1,28 @@
 //! `quiver`: what the Quiver Lambda functions share. Each heavy dependency sits behind the feature
-//! named after its module, so a function links only what it uses.
+//! named after its area, so a function links only what it uses.
+//!
+//! # Layout
+//! - Every function: [`config`] (environment, once per instance), [`error`] (one error type,
+//!   rendered as problem+json; [`blocking`] for CPU work), [`time`] (the one RFC 3339 parser),
+//!   [`http`] (`app` and `finish`: ETag/304, compression, `Server-Timing`, request ids;
+//!   `params`, `body`, `encoding`), [`openapi`], [`events`] (the event shape and its parser).
+//! - Clients: [`pg`] + [`migrate`] (`pg`), [`valkey`] (`cache`), [`storage`] (`s3`),
+//!   [`secrets`] (`secrets`), [`lambda`] (`lambda`: init and the runtime loop).
+//! - [`cache`] (`cache`): `entry` (keys, the stored value), `answer` (the one cached, versioned
+//!   answer path: `Cache::answer` with `Computed { entry, timings }`).
+//! - [`artifact`] (`s3`): versioned data in S3: `manifest`, `publish` (manifest last, retention),
+//!   `fetch`, `tracker` (one loaded version per instance, switched atomically).
+//! - [`analytics`]: filters and result types; `postgres` (`pg`) and `duckdb` (`duckdb`) run the
+//!   same queries and return byte-identical JSON.
+//! - [`snapshot`] (`duckdb`): settings and schema; `export` (`pg` + `s3`: PostgreSQL to Parquet);
+//!   `load` (Parquet into the instance's DuckDB, following the manifest).
+//! - [`search`] (`tantivy`): schema and document; `corpus`, `jsonl`, `build`, `bundle`, `query`.
+//! - [`process`] (`polars`): `parse` (serde visitors straight into columns), `check`,
+//!   `generate`, `aggregate`.
+//! - [`pg_bench`] (`pg` + `polars`): the four row-decoding approaches of `GET /samples/pg/*`.
+//! - [`ingest`], [`generate`]: writing events (COPY) and generating them.
+//! - `testing` (`testing`, dev-dependencies only): private PostgreSQL/Valkey servers and the
+//!   `TestApp` harness every test file uses.
 
 #[cfg(feature = "s3")]
 pub mod artifact;
