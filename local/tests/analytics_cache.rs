@@ -74,21 +74,5 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let listed = storage
-        .client
-        .list_objects_v2()
-        .bucket(&storage.bucket)
-        .prefix(format!("{prefix}/"))
-        .send()
-        .await
-        .unwrap();
-    for o in listed.contents() {
-        let _ = storage
-            .client
-            .delete_object()
-            .bucket(&storage.bucket)
-            .key(o.key().unwrap())
-            .send()
-            .await;
-    }
+    quiver::testing::delete_prefix(&storage, &prefix).await;
 }

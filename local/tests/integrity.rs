@@ -143,21 +143,5 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     assert_eq!(count(pg).await, (n + 10) as i64);
 
     // The test's prefix goes away with it.
-    let listed = storage
-        .client
-        .list_objects_v2()
-        .bucket(&storage.bucket)
-        .prefix(format!("test-integrity-{run}/"))
-        .send()
-        .await
-        .unwrap();
-    for o in listed.contents() {
-        let _ = storage
-            .client
-            .delete_object()
-            .bucket(&storage.bucket)
-            .key(o.key().unwrap())
-            .send()
-            .await;
-    }
+    quiver::testing::delete_prefix(&storage, &format!("test-integrity-{run}")).await;
 }

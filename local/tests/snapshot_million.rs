@@ -63,21 +63,5 @@ async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
     assert_eq!(r.status, 200);
     assert_eq!(duck, r.json(), "identical over all of it");
 
-    let listed = storage
-        .client
-        .list_objects_v2()
-        .bucket(&storage.bucket)
-        .prefix(format!("{prefix}/"))
-        .send()
-        .await
-        .unwrap();
-    for o in listed.contents() {
-        let _ = storage
-            .client
-            .delete_object()
-            .bucket(&storage.bucket)
-            .key(o.key().unwrap())
-            .send()
-            .await;
-    }
+    quiver::testing::delete_prefix(&storage, &prefix).await;
 }

@@ -402,3 +402,28 @@ pub fn unique_midnight_us() -> i64 {
     let block = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 125_000;
     BASE_US + (block as i64 * 8 + 8) * DAY_US
 }
+
+/// A name no other test run uses: `name`, the process id, the time and a counter.
+pub fn unique_name(name: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}-{}-{nanos}-{seq}", std::process::id())
+}
+
+/// Deletes every object under `prefix/` (a test's own prefix; best effort, at most 1,000 keys).
+#[cfg(feature = "s3")]
+pub async fn delete_prefix(storage: &crate::storage::Storage, prefix: &str) {
+    let listed = storage
+        .client
+        .list_objects_v2()
+        .bucket(&storage.bucket)
+        .prefix(format!("{prefix}/"))
+        .send();
+    let Ok(listed) = listed.await else { return };
+    for o in listed.contents() {
+        let Some(key) = o.key() else { continue };
+        let _ = storage.client.delete_object().bucket(&storage.bucket).key(key).send().await;
+    }
+}

@@ -85,25 +85,7 @@ impl Drop for Fixture {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
                 async move {
                     let s = Storage::new(&service_config()).await.unwrap();
-                    let top = prefix.split('/').next().unwrap().to_string();
-                    if let Ok(listed) = s
-                        .client
-                        .list_objects_v2()
-                        .bucket(&s.bucket)
-                        .prefix(format!("{top}/"))
-                        .send()
-                        .await
-                    {
-                        for o in listed.contents() {
-                            let _ = s
-                                .client
-                                .delete_object()
-                                .bucket(&s.bucket)
-                                .key(o.key().unwrap())
-                                .send()
-                                .await;
-                        }
-                    }
+                    quiver::testing::delete_prefix(&s, prefix.split('/').next().unwrap()).await;
                 },
             )
         })

@@ -2,7 +2,6 @@
 //! under its own prefix.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +18,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str, keep: usize) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let unique = format!(
-            "{name}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let unique = quiver::testing::unique_name(name);
         let dir = std::env::temp_dir().join("quiver-indexer-tests").join(&unique);
         let settings = Settings {
             prefix: format!("test/indexer/{unique}/docs"),

@@ -3,7 +3,6 @@
 //! own directory, so tests run in parallel without seeing each other's versions.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +20,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(name: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let unique = format!(
-            "{name}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let unique = quiver::testing::unique_name(name);
         let prefix = format!("test/search/{unique}/docs");
         let dir = std::env::temp_dir().join("quiver-search-tests").join(&unique);
         let settings = indexer::Settings {

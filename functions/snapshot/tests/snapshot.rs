@@ -83,19 +83,7 @@ async fn open_parquet(m: &Manifest) -> (duckdb::Connection, String) {
 }
 
 async fn delete_prefix(prefix: &str) {
-    let s = storage().await;
-    let top = prefix.split('/').next().unwrap();
-    let listed = s
-        .client
-        .list_objects_v2()
-        .bucket(&s.bucket)
-        .prefix(format!("{top}/"))
-        .send()
-        .await
-        .unwrap();
-    for o in listed.contents() {
-        let _ = s.client.delete_object().bucket(&s.bucket).key(o.key().unwrap()).send().await;
-    }
+    quiver::testing::delete_prefix(&storage().await, prefix.split('/').next().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
