@@ -234,33 +234,11 @@ pub use quiver::config::redact;
 
 // ---- PostgreSQL -------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use quiver::testing::is_root;
 
 /// The directory of `initdb`, `pg_ctl` and `postgres`: PATH first, then Debian's layout.
 fn pg_bindir() -> Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file());
-    if let Some(d) = on_path {
-        return Ok(d);
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("initdb").is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort_by_key(|p| {
-        p.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0)
-    });
-    versions.pop().ok_or_else(|| {
+    quiver::testing::pg_bindir().ok_or_else(|| {
         anyhow!("PostgreSQL server binaries (initdb, pg_ctl) not found: install them with `sudo apt-get install -y postgresql`")
     })
 }

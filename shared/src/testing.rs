@@ -238,7 +238,9 @@ impl PrivatePostgres {
     pub const PASSWORD: &str = "quiver-test-password";
 
     pub fn start(port: u16, tls: Option<&TestCerts>) -> Self {
-        let bindir = pg_bindir();
+        let bindir = pg_bindir().expect(
+            "PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install -y postgresql",
+        );
         let dir = ScratchDir::new("postgres");
         let data = dir.0.join("data");
         std::fs::write(dir.0.join("pwfile"), Self::PASSWORD).expect("writing the password file");
@@ -357,18 +359,19 @@ impl Drop for PrivatePostgres {
     }
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (PostgreSQL refuses to).
+pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The directory of `initdb` and `pg_ctl`: `PATH` first, then the newest of Debian's versions.
-fn pg_bindir() -> PathBuf {
+pub fn pg_bindir() -> Option<PathBuf> {
     let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     if let Some(d) =
         std::env::var_os("PATH").iter().flat_map(std::env::split_paths).find(|d| has_tools(d))
     {
-        return d;
+        return Some(d);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -378,7 +381,7 @@ fn pg_bindir() -> PathBuf {
         .filter(|(_, bin)| has_tools(bin))
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).expect("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install -y postgresql")
+    versions.pop().map(|(_, bin)| bin)
 }
 
 /// Microseconds in a day.
