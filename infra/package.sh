@@ -19,7 +19,7 @@ command -v cargo-lambda >/dev/null || {
   exit 1
 }
 
-# Zip budgets in MB (10^6 bytes), from ../shared/TARGETS.md. Every zip also stays under Lambda's
+# Zip budgets in MB (10^6 bytes), the size targets of the bench's `size-*` rows. Every zip also stays under Lambda's
 # 50 MB direct-upload limit.
 LAMBDA_LIMIT_MB=50
 budget_mb() {

@@ -10,9 +10,9 @@
 //! `seed` the answer is deterministic and cached by (size, seed); without one a fresh seed is used
 //! (and returned), so the route always measures the work itself.
 //!
-//! Polars keeps its default thread pool (one thread per core). On the 2-core VM two threads
-//! take 1,000,000 points from ~41 ms to ~29 ms and 50,000 from ~2.7 ms to ~2.2 ms (generation +
-//! aggregation). Answers do not depend on the thread count (see `quiver::process::aggregate`), so
+//! Polars keeps its default thread pool (one thread per core): a second core shortens generation
+//! and aggregation of large batches (the bench's `process-*` rows measure it). Answers do not
+//! depend on the thread count (see `quiver::process::aggregate`), so
 //! a small Lambda (below 1,769 MB, under one vCPU) may set `POLARS_MAX_THREADS=1` and still
 //! return the same bytes.
 

@@ -134,8 +134,8 @@ pub struct TagCount {
 
 /// Tunes the process for batch work; call once at init. glibc then keeps freed memory for the
 /// next batch instead of returning it to the kernel: a 1,000,000-point batch otherwise pays
-/// ~12,000 page faults per request (a third of its time on the 2-core VM) to map fresh zeroed
-/// pages for columns the previous request just freed.
+/// thousands of page faults per request to map fresh zeroed pages for columns the previous
+/// request just freed.
 pub fn init() {
     keep_freed_memory();
 }

@@ -45,7 +45,7 @@ impl Duck {
     pub fn open(settings: &DuckSettings) -> Result<Arc<Self>> {
         let started = Instant::now();
         let root = settings.open()?;
-        // DuckDB sets itself up on the first statement that creates a table (5 ms here); do it now,
+        // DuckDB sets itself up on the first statement that creates a table; do it now,
         // while the snapshot's files are still downloading, not when they are loaded.
         root.execute_batch(
             "CREATE TEMP TABLE quiver_warm AS SELECT 1 AS x; DROP TABLE quiver_warm",
