@@ -397,17 +397,7 @@ async fn index(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    if let Some(raw) = uri.query() {
-        for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {
-            if !k.is_empty() && !PARAMS.contains(&k.as_ref()) {
-                return Err(Error::bad_param(
-                    &k,
-                    format!("is not a parameter of /index (use {})", PARAMS.join(", ")),
-                ));
-            }
-        }
-    }
-    let p = Params::from_uri(&uri)?;
+    let p = Params::from_uri(&uri)?.only("/index", PARAMS)?;
     let detail = Detail {
         corpus: p.get("corpus").map(str::to_string),
         docs: p.opt_number("docs", 1..=MAX_DOCS)?,

@@ -177,17 +177,7 @@ pub struct Query {
 impl Query {
     /// Validates every parameter; each error is a 400 naming it.
     pub fn parse(raw: Option<&str>) -> Result<Self> {
-        if let Some(raw) = raw {
-            for (k, _) in url::form_urlencoded::parse(raw.as_bytes()) {
-                if !k.is_empty() && !PARAMS.contains(&k.as_ref()) {
-                    return Err(Error::bad_param(
-                        &k,
-                        format!("is not a parameter of /search (use {})", PARAMS.join(", ")),
-                    ));
-                }
-            }
-        }
-        let p = Params::parse(raw)?;
+        let p = Params::parse(raw)?.only("/search", PARAMS)?;
         let q = p.get("q").map(str::trim).unwrap_or("");
         if q.is_empty() {
             return Err(Error::bad_param(

@@ -37,6 +37,17 @@ impl Params {
         Ok(Params { pairs })
     }
 
+    /// Refuses a parameter that `route` does not take, naming it and the ones it does.
+    pub fn only(self, route: &str, allowed: &[&str]) -> Result<Self> {
+        match self.pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((k, _)) => Err(Error::bad_param(
+                k,
+                format!("is not a parameter of {route} (use {})", allowed.join(", ")),
+            )),
+            None => Ok(self),
+        }
+    }
+
     pub fn from_uri(uri: &http::Uri) -> Result<Self> {
         Self::parse(uri.query())
     }
