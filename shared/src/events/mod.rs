@@ -1,0 +1,145 @@
+//! The event model: parsing and validating `POST /events` bodies (one object, an array, or
+//! NDJSON), the opaque pagination cursor, and the COPY BINARY row encoding used by every writer.
+
+mod copy;
+mod cursor;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use copy::*;
+pub use cursor::*;
+pub use parse::*;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The five kinds of event; the table has a CHECK for the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    PageView,
+    Click,
+    Conversion,
+    Signup,
+    Purchase,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::PageView,
+        EventType::Click,
+        EventType::Conversion,
+        EventType::Signup,
+        EventType::Purchase,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::PageView => "page_view",
+            EventType::Click => "click",
+            EventType::Conversion => "conversion",
+            EventType::Signup => "signup",
+            EventType::Purchase => "purchase",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Most events one `POST /events` may carry; more is a 413.
+pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
+/// Longest `page_url` accepted.
+pub const MAX_PAGE_URL: usize = 2048;
+/// Largest serialized `metadata` accepted.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// At most this many problems are reported in one 400.
+pub const MAX_REPORTED_ERRORS: usize = 20;
+
+/// An event ready to be written. `metadata` is JSON text; `created_at` is µs since the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub user_id: i32,
+    pub event_type: EventType,
+    pub page_url: String,
+    pub metadata: String,
+    pub created_at_us: i64,
+}
+
+/// A stored event, as the API returns it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub user_id: i32,
+    pub event_type: EventType,
+    pub page_url: String,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event as `POST /events` reads it (documentation only: `validate` is the parser, and
+/// reports every problem, up to 20, with its index or line).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EventInput {
+    #[schema(minimum = 1, maximum = 2147483647)]
+    user_id: i32,
+    event_type: EventType,
+    /// 1 to 2,048 bytes, without NUL.
+    #[schema(min_length = 1, max_length = 2048)]
+    page_url: String,
+    /// At most 8 KiB of JSON; `{}` when absent.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// RFC 3339; now when absent.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    created_at: Option<String>,
+}
+
+/// The JSON body of `POST /events`: one event or an array of up to 10,000.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum EventsBody {
+    One(EventInput),
+    Many(Vec<EventInput>),
+}
+
+/// RFC 3339 with microseconds and `Z`, the one timestamp format of the API.
+pub fn rfc3339<S: serde::Serializer>(
+    t: &DateTime<Utc>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::rfc3339(*t))
+}
+
+/// The body formats `POST /events` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    NdJson,
+}
+
+impl BodyFormat {
+    /// From `Content-Type`; anything but JSON or NDJSON is a 415.
+    pub fn from_content_type(ct: Option<&str>) -> Result<Self> {
+        let ct = ct.unwrap_or("application/json");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" | "" => Ok(BodyFormat::Json),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::NdJson),
+            other => Err(Error::UnsupportedMediaType(format!(
+                "content type {other:?} is not read here; send application/json or application/x-ndjson"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+use serde_json::{Map, Value};
+
+use super::{
+    BodyFormat, EventType, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_METADATA_BYTES, MAX_PAGE_URL,
+    MAX_REPORTED_ERRORS,
+};
+use crate::error::{Error, FieldError, Result};
+
+/// Parses and validates a whole body; every problem found (up to 20) is reported at once.
+pub fn parse_body(body: &[u8], format: BodyFormat, now_us: i64) -> Result<Vec<NewEvent>> {
+    let items: Vec<(String, Value)> = match format {
+        BodyFormat::Json => {
+            let v: Value = crate::http::parse_json(body)?;
+            match v {
+                Value::Array(a) => {
+                    check_count(a.len())?;
+                    a.into_iter().enumerate().map(|(i, v)| (format!("[{i}]"), v)).collect()
+                }
+                v @ Value::Object(_) => vec![(String::new(), v)],
+                _ => {
+                    return Err(Error::invalid(
+                        "the body must be an event object or an array of events",
+                        vec![],
+                    ))
+                }
+            }
+        }
+        BodyFormat::NdJson => {
+            let text = std::str::from_utf8(body)
+                .map_err(|e| Error::invalid(format!("the body is not UTF-8: {e}"), vec![]))?;
+            let mut items = Vec::new();
+            let mut errors = Vec::new();
+            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                check_count(items.len() + errors.len() + 1)?;
+                let at = format!("line {}", n + 1);
+                match serde_json::from_str::<Value>(line) {
+                    Ok(v) => items.push((at, v)),
+                    Err(e) => errors.push(FieldError::new(at, format!("not valid JSON: {e}"))),
+                }
+            }
+            if !errors.is_empty() {
+                errors.truncate(MAX_REPORTED_ERRORS);
+                return Err(Error::invalid(
+                    format!("{} NDJSON line(s) are not valid JSON", errors.len()),
+                    errors,
+                ));
+            }
+            items
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::invalid("the body holds no events", vec![]));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let mut bad = 0usize;
+    for (at, v) in items {
+        match validate(&at, v, now_us) {
+            Ok(e) => events.push(e),
+            Err(mut errs) => {
+                bad += 1;
+                let room = MAX_REPORTED_ERRORS.saturating_sub(errors.len());
+                errs.truncate(room);
+                errors.extend(errs);
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(Error::invalid(
+            format!("{bad} event(s) are invalid; nothing was written"),
+            errors,
+        ));
+    }
+    Ok(events)
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n > MAX_EVENTS_PER_REQUEST {
+        return Err(Error::TooLarge { what: "number of events", limit: MAX_EVENTS_PER_REQUEST });
+    }
+    Ok(())
+}
+
+fn field(at: &str, name: &str) -> String {
+    if at.is_empty() {
+        name.to_string()
+    } else if at.starts_with('[') {
+        format!("{at}.{name}")
+    } else {
+        format!("{at}: {name}")
+    }
+}
+
+/// Checks one event, returning every problem with it.
+pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent, Vec<FieldError>> {
+    let Value::Object(mut m) = v else {
+        let at = if at.is_empty() { "body".to_string() } else { at.to_string() };
+        return Err(vec![FieldError::new(at, "must be a JSON object")]);
+    };
+    let mut errs = Vec::new();
+    let user_id = match m.remove("user_id") {
+        None => {
+            errs.push(FieldError::new(field(at, "user_id"), "is required"));
+            None
+        }
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(id) if id > 0 && id <= i32::MAX as i64 => Some(id as i32),
+            _ => {
+                errs.push(FieldError::new(
+                    field(at, "user_id"),
+                    format!("must be a whole number from 1 to {}", i32::MAX),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errs.push(FieldError::new(
+                field(at, "user_id"),
+                format!("must be a number, not {}", kind(&other)),
+            ));
+            None
+        }
+    };
+    let event_type = match m.remove("event_type") {
+        None => {
+            errs.push(FieldError::new(field(at, "event_type"), "is required"));
+            None
+        }
+        Some(Value::String(s)) => match EventType::parse(&s) {
+            Some(t) => Some(t),
+            None => {
+                errs.push(FieldError::new(
+                    field(at, "event_type"),
+                    "must be one of page_view, click, conversion, signup, purchase",
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errs.push(FieldError::new(
+                field(at, "event_type"),
+                format!("must be a string, not {}", kind(&other)),
+            ));
+            None
+        }
+    };
+    let page_url = match m.remove("page_url") {
+        None => {
+            errs.push(FieldError::new(field(at, "page_url"), "is required"));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() || s.len() > MAX_PAGE_URL || s.contains('\0') => {
+            errs.push(FieldError::new(
+                field(at, "page_url"),
+                format!("must be 1 to {MAX_PAGE_URL} bytes without NUL"),
+            ));
+            None
+        }
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            errs.push(FieldError::new(
+                field(at, "page_url"),
+                format!("must be a string, not {}", kind(&other)),
+            ));
+            None
+        }
+    };
+    let metadata = match m.remove("metadata") {
+        None | Some(Value::Null) => Some("{}".to_string()),
+        Some(v @ Value::Object(_)) => {
+            let text = v.to_string();
+            if text.len() > MAX_METADATA_BYTES {
+                errs.push(FieldError::new(
+                    field(at, "metadata"),
+                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
+                ));
+                None
+            } else if text.contains("\\u0000") {
+                errs.push(FieldError::new(
+                    field(at, "metadata"),
+                    "must not contain NUL characters",
+                ));
+                None
+            } else {
+                Some(text)
+            }
+        }
+        Some(other) => {
+            errs.push(FieldError::new(
+                field(at, "metadata"),
+                format!("must be an object, not {}", kind(&other)),
+            ));
+            None
+        }
+    };
+    let created_at_us = match m.remove("created_at") {
+        None | Some(Value::Null) => Some(now_us),
+        Some(Value::String(s)) => match crate::time::parse_rfc3339(&s) {
+            Some(t) if (1970..=9999).contains(&chrono::Datelike::year(&t)) => {
+                Some(t.timestamp_micros())
+            }
+            _ => {
+                errs.push(FieldError::new(
+                    field(at, "created_at"),
+                    "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z",
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errs.push(FieldError::new(
+                field(at, "created_at"),
+                format!("must be an RFC 3339 string, not {}", kind(&other)),
+            ));
+            None
+        }
+    };
+    for unknown in m.keys() {
+        errs.push(FieldError::new(field(at, unknown), "is not a field of an event"));
+    }
+    match (user_id, event_type, page_url, metadata, created_at_us) {
+        (Some(user_id), Some(event_type), Some(page_url), Some(metadata), Some(created_at_us))
+            if errs.is_empty() =>
+        {
+            Ok(NewEvent { user_id, event_type, page_url, metadata, created_at_us })
+        }
+        _ => Err(errs),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Keeps `Map` in the public API stable for callers building events by hand.
+pub type Metadata = Map<String, Value>;
