@@ -98,125 +98,54 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         return Err(vec![FieldError::new(at, "must be a JSON object")]);
     };
     let mut errs = Vec::new();
-    let user_id = match m.remove("user_id") {
-        None => {
-            errs.push(FieldError::new(field(at, "user_id"), "is required"));
-            None
-        }
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(id) if id > 0 && id <= i32::MAX as i64 => Some(id as i32),
-            _ => {
-                errs.push(FieldError::new(
-                    field(at, "user_id"),
-                    format!("must be a whole number from 1 to {}", i32::MAX),
-                ));
-                None
-            }
-        },
-        Some(other) => {
-            errs.push(FieldError::new(
-                field(at, "user_id"),
-                format!("must be a number, not {}", kind(&other)),
-            ));
-            None
+    let mut report = |name: &str, problem: Option<String>| {
+        if let Some(problem) = problem {
+            errs.push(FieldError::new(field(at, name), problem));
         }
     };
-    let event_type = match m.remove("event_type") {
-        None => {
-            errs.push(FieldError::new(field(at, "event_type"), "is required"));
-            None
+    let user_id = checked(&mut m, "user_id", &mut report, |v| match v {
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|id| (1..=i64::from(i32::MAX)).contains(id))
+            .map(|id| id as i32)
+            .ok_or_else(|| format!("must be a whole number from 1 to {}", i32::MAX)),
+        other => Err(format!("must be a number, not {}", kind(&other))),
+    });
+    let event_type = checked(&mut m, "event_type", &mut report, |v| match v {
+        Value::String(s) => EventType::parse(&s).ok_or_else(|| {
+            "must be one of page_view, click, conversion, signup, purchase".to_string()
+        }),
+        other => Err(format!("must be a string, not {}", kind(&other))),
+    });
+    let page_url = checked(&mut m, "page_url", &mut report, |v| match v {
+        Value::String(s) if s.is_empty() || s.len() > MAX_PAGE_URL || s.contains('\0') => {
+            Err(format!("must be 1 to {MAX_PAGE_URL} bytes without NUL"))
         }
-        Some(Value::String(s)) => match EventType::parse(&s) {
-            Some(t) => Some(t),
-            None => {
-                errs.push(FieldError::new(
-                    field(at, "event_type"),
-                    "must be one of page_view, click, conversion, signup, purchase",
-                ));
-                None
-            }
-        },
-        Some(other) => {
-            errs.push(FieldError::new(
-                field(at, "event_type"),
-                format!("must be a string, not {}", kind(&other)),
-            ));
-            None
-        }
-    };
-    let page_url = match m.remove("page_url") {
-        None => {
-            errs.push(FieldError::new(field(at, "page_url"), "is required"));
-            None
-        }
-        Some(Value::String(s)) if s.is_empty() || s.len() > MAX_PAGE_URL || s.contains('\0') => {
-            errs.push(FieldError::new(
-                field(at, "page_url"),
-                format!("must be 1 to {MAX_PAGE_URL} bytes without NUL"),
-            ));
-            None
-        }
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            errs.push(FieldError::new(
-                field(at, "page_url"),
-                format!("must be a string, not {}", kind(&other)),
-            ));
-            None
-        }
-    };
-    let metadata = match m.remove("metadata") {
-        None | Some(Value::Null) => Some("{}".to_string()),
-        Some(v @ Value::Object(_)) => {
+        Value::String(s) => Ok(s),
+        other => Err(format!("must be a string, not {}", kind(&other))),
+    });
+    let metadata = optional(&mut m, "metadata", "{}".to_string(), &mut report, |v| match v {
+        v @ Value::Object(_) => {
             let text = v.to_string();
             if text.len() > MAX_METADATA_BYTES {
-                errs.push(FieldError::new(
-                    field(at, "metadata"),
-                    format!("must be at most {MAX_METADATA_BYTES} bytes"),
-                ));
-                None
+                Err(format!("must be at most {MAX_METADATA_BYTES} bytes"))
             } else if text.contains("\\u0000") {
-                errs.push(FieldError::new(
-                    field(at, "metadata"),
-                    "must not contain NUL characters",
-                ));
-                None
+                Err("must not contain NUL characters".to_string())
             } else {
-                Some(text)
+                Ok(text)
             }
         }
-        Some(other) => {
-            errs.push(FieldError::new(
-                field(at, "metadata"),
-                format!("must be an object, not {}", kind(&other)),
-            ));
-            None
-        }
-    };
-    let created_at_us = match m.remove("created_at") {
-        None | Some(Value::Null) => Some(now_us),
-        Some(Value::String(s)) => match crate::time::parse_rfc3339(&s) {
-            Some(t) if (1970..=9999).contains(&chrono::Datelike::year(&t)) => {
-                Some(t.timestamp_micros())
-            }
-            _ => {
-                errs.push(FieldError::new(
-                    field(at, "created_at"),
-                    "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z",
-                ));
-                None
-            }
-        },
-        Some(other) => {
-            errs.push(FieldError::new(
-                field(at, "created_at"),
-                format!("must be an RFC 3339 string, not {}", kind(&other)),
-            ));
-            None
-        }
-    };
+        other => Err(format!("must be an object, not {}", kind(&other))),
+    });
+    let created_at_us = optional(&mut m, "created_at", now_us, &mut report, |v| match v {
+        Value::String(s) => crate::time::parse_rfc3339(&s)
+            .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+            .map(|t| t.timestamp_micros())
+            .ok_or_else(|| "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z".to_string()),
+        other => Err(format!("must be an RFC 3339 string, not {}", kind(&other))),
+    });
     for unknown in m.keys() {
-        errs.push(FieldError::new(field(at, unknown), "is not a field of an event"));
+        report(unknown, Some("is not a field of an event".to_string()));
     }
     match (user_id, event_type, page_url, metadata, created_at_us) {
         (Some(user_id), Some(event_type), Some(page_url), Some(metadata), Some(created_at_us))
@@ -225,6 +154,40 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
             Ok(NewEvent { user_id, event_type, page_url, metadata, created_at_us })
         }
         _ => Err(errs),
+    }
+}
+
+/// Takes the required field `name` out of `m` and checks it; a problem (or its absence) is
+/// reported through `report` under the field's name.
+fn checked<T>(
+    m: &mut Map<String, Value>,
+    name: &str,
+    report: &mut impl FnMut(&str, Option<String>),
+    check: impl FnOnce(Value) -> std::result::Result<T, String>,
+) -> Option<T> {
+    let result = match m.remove(name) {
+        None => Err("is required".to_string()),
+        Some(v) => check(v),
+    };
+    report(name, result.as_ref().err().cloned());
+    result.ok()
+}
+
+/// Like [`checked`], for a field that may be absent or `null` (then `default`).
+fn optional<T>(
+    m: &mut Map<String, Value>,
+    name: &str,
+    default: T,
+    report: &mut impl FnMut(&str, Option<String>),
+    check: impl FnOnce(Value) -> std::result::Result<T, String>,
+) -> Option<T> {
+    match m.remove(name) {
+        None | Some(Value::Null) => Some(default),
+        Some(v) => {
+            let result = check(v);
+            report(name, result.as_ref().err().cloned());
+            result.ok()
+        }
     }
 }
 
