@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every documented operation of `quiver-local serve` with Schemathesis, from the server's own
-# GET /openapi.json: no generated request may get a 5xx, a response that breaks the document, or
-# take longer than 5 s. Expects the services up and local/.env.local sourced (local/test.sh does
+# GET /openapi.json, with every check: no generated request may get a 5xx, a response that breaks
+# the document, or take longer than 5 s; a request the document allows must not be refused
+# (positive_data_acceptance), and one it forbids must not be accepted (negative_data_rejection).
+# Expects the services up and local/.env.local sourced (local/test.sh does
 # both). The heavy write routes are left out: /events/bulk (up to 1,000,000 rows), /snapshot and
 # /index (a full export or index build each); their input handling has its own tests.
 #
@@ -22,8 +24,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-"$VENV/bin/st" run "http://$addr/openapi.json" \
-  --checks not_a_server_error,response_schema_conformance,content_type_conformance \
+"$VENV/bin/st" --config-file local/schemathesis.toml run "http://$addr/openapi.json" \
+  --checks all \
   --exclude-path /events/bulk --exclude-path /snapshot --exclude-path /index \
   --max-examples 50 --max-response-time 5 --request-timeout 10 \
   --seed 1 --generation-database none --no-color "$@"

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use quiver::analytics::{self, FilterParams, Filters, FunnelRow, Summary};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use quiver::analytics::{self, Filters, FunnelRow, Summary};
 use quiver::artifact::Loaded;
 use quiver::cache::{Answer, Cache, Computed, Key, Status};
 use quiver::config::ConfigError;
-use quiver::http::{json, Params, ServerTiming, X_CACHE};
+use quiver::http::{declared, json, FromParams, Params, Query, ServerTiming, X_CACHE};
 use quiver::pg::Pg;
 use quiver::snapshot::{Settings, Snapshots, Table};
 use quiver::storage::Storage;
@@ -128,33 +128,50 @@ pub fn routes(state: Arc<Analytics>) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// `source` and `cache` (documentation only: `Query::parse` reads them).
+/// The parameters of `summary` and `funnel`: the shared filters, `source` and `cache`.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct SourceParams {
+struct Options {
     /// `duckdb` (default): the newest snapshot; `postgres`: the live table, never cached.
-    #[param(inline)]
-    source: Option<Source>,
+    #[param(inline, required = false)]
+    source: Source,
     /// `off` computes without asking the cache (default `on`).
-    #[param(inline)]
-    cache: Option<CacheMode>,
+    #[param(inline, required = false)]
+    cache: CacheMode,
+    #[param(ignore)]
+    filters: Filters,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Clone, Copy, PartialEq, utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]
 enum Source {
     Duckdb,
     Postgres,
 }
 
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Clone, Copy, PartialEq, utoipa::ToSchema)]
 #[schema(rename_all = "lowercase")]
 enum CacheMode {
     On,
     Off,
+}
+
+impl FromParams for Options {
+    fn names() -> Vec<String> {
+        [declared::<Filters>(), declared::<Self>()].concat()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        let source = match p.choice("source", &["duckdb", "postgres"], "duckdb")? {
+            "postgres" => Source::Postgres,
+            _ => Source::Duckdb,
+        };
+        let cache = match p.choice("cache", &["on", "off"], "on")? {
+            "off" => CacheMode::Off,
+            _ => CacheMode::On,
+        };
+        Ok(Options { source, cache, filters: Filters::from_params(p)? })
+    }
 }
 
 /// The body of `GET /analytics/compare` (documentation only: it is written by hand, around the
@@ -183,24 +200,6 @@ struct CompareHead<'a> {
     data_version: &'a str,
 }
 
-/// The parameters of `summary` and `funnel`: the shared filters, `source` and `cache`.
-struct Query {
-    filters: Filters,
-    postgres: bool,
-    cached: bool,
-}
-
-impl Query {
-    fn parse(uri: &Uri) -> Result<Self> {
-        let p = Params::from_uri(uri)?;
-        Ok(Query {
-            filters: Filters::from_params(&p)?,
-            postgres: p.choice("source", &["duckdb", "postgres"], "duckdb")? == "postgres",
-            cached: p.choice("cache", &["on", "off"], "on")? == "on",
-        })
-    }
-}
-
 fn set_version(res: &mut Response, version: &str) {
     if let Ok(v) = HeaderValue::from_str(version) {
         res.headers_mut().insert(X_DATA_VERSION, v);
@@ -222,39 +221,45 @@ async fn postgres_answer<T: Serialize>(
 
 /// Event counts, users, average duration and time range, from DuckDB over the newest snapshot
 /// (cached under the snapshot version) or from PostgreSQL.
-#[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(FilterParams, SourceParams),
+#[utoipa::path(get, path = "/analytics/summary", tag = "analytics", params(Filters, Options),
     responses((status = 200, description = "The summary; `x-cache` says HIT, MISS or BYPASS and `x-data-version` which snapshot.", body = Summary)))]
 async fn summary(
     State(s): State<Arc<Analytics>>,
-    uri: Uri,
+    Query(o): Query<Options>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let q = Query::parse(&uri)?;
-    if q.postgres {
-        return postgres_answer(analytics::postgres::summary(&s.pg, &q.filters)).await;
+    if o.source == Source::Postgres {
+        return postgres_answer(analytics::postgres::summary(&s.pg, &o.filters)).await;
     }
-    Ok(s.duck_answer(SUMMARY, &q.filters, q.cached, Table::summary).await?.respond(&headers))
+    let cached = o.cache == CacheMode::On;
+    Ok(s.duck_answer(SUMMARY, &o.filters, cached, Table::summary).await?.respond(&headers))
 }
 
 /// Page views, clicks and conversions for the 20 busiest pages.
-#[utoipa::path(get, path = "/analytics/funnel", tag = "analytics", params(FilterParams, SourceParams),
+#[utoipa::path(get, path = "/analytics/funnel", tag = "analytics", params(Filters, Options),
     responses((status = 200, description = "One row per page, busiest first.", body = Vec<FunnelRow>)))]
-async fn funnel(State(s): State<Arc<Analytics>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
-    let q = Query::parse(&uri)?;
-    if q.postgres {
-        return postgres_answer(analytics::postgres::funnel(&s.pg, &q.filters)).await;
+async fn funnel(
+    State(s): State<Arc<Analytics>>,
+    Query(o): Query<Options>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if o.source == Source::Postgres {
+        return postgres_answer(analytics::postgres::funnel(&s.pg, &o.filters)).await;
     }
-    Ok(s.duck_answer(FUNNEL, &q.filters, q.cached, Table::funnel).await?.respond(&headers))
+    let cached = o.cache == CacheMode::On;
+    Ok(s.duck_answer(FUNNEL, &o.filters, cached, Table::funnel).await?.respond(&headers))
 }
 
 /// `GET /analytics/compare`: the summary through the cache, with what it cost. It shares the
 /// summary's cache key (filters + snapshot version), so nothing that never repeats goes into it,
 /// and nothing is computed before the cache is asked.
-#[utoipa::path(get, path = "/analytics/compare", tag = "analytics", params(FilterParams),
+#[utoipa::path(get, path = "/analytics/compare", tag = "analytics", params(Filters),
     responses((status = 200, description = "The summary with the cache's part in it.", body = Compare)))]
-async fn compare(State(s): State<Arc<Analytics>>, uri: Uri) -> Result<Response> {
+async fn compare(
+    State(s): State<Arc<Analytics>>,
+    Query(filters): Query<Filters>,
+) -> Result<Response> {
     let started = Instant::now();
-    let filters = Filters::from_params(&Params::from_uri(&uri)?)?;
     let answer = s.duck_answer(SUMMARY, &filters, true, Table::summary).await?;
     let summary = answer.entry.body()?;
     let processing = answer.timings.iter().map(|(_, took)| *took).sum::<Duration>();

@@ -9,12 +9,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Router;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use quiver::config::ConfigError;
 use quiver::error::Problem;
 use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
-use quiver::http::{json, read_body, Params, MAX_BODY_BYTES};
+use quiver::http::{declared, json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
 use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
@@ -61,7 +61,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
 /// Writes one event, a JSON array or NDJSON in one transaction: every row or none.
 #[utoipa::path(post, path = "/events", tag = "events", operation_id = "write_events",
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "1 to 128 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409.")),
+        pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409.")),
     request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB.",
         content((EventsBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
@@ -114,26 +115,44 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// `GET /events/{user_id}`'s query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Paging {
+    /// Events per page (default 100).
+    #[param(required = false, minimum = 1, maximum = 1000)]
+    limit: i64,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[0-9a-fA-F]{32}$")]
+    cursor: Option<Cursor>,
+}
+
+impl FromParams for Paging {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Paging {
+            limit: p.number("limit", Some(100), 1..=1000)?,
+            cursor: p.get("cursor").map(Cursor::decode).transpose()?,
+        })
+    }
+}
+
 /// A user's events, newest first, with keyset pagination.
 #[utoipa::path(get, path = "/events/{user_id}", tag = "events", operation_id = "list_events",
-    params(
-        ("user_id" = i32, Path, minimum = 1, description = "The user."),
-        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)."),
-        ("cursor" = Option<String>, Query, max_length = 64, description = "`next_cursor` of the previous page."),
-    ),
+    params(("user_id" = i32, Path, minimum = 1, description = "The user."), Paging),
     responses((status = 200, description = "One page; `next_cursor` is null on the last.", body = Page)))]
 async fn list(
     State(s): State<Arc<Events>>,
     Path(user_id): Path<String>,
-    uri: Uri,
+    Query(paging): Query<Paging>,
 ) -> Result<Response> {
     let user_id: i32 = user_id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
         Error::bad_param("user_id", format!("must be a whole number from 1 to {}", i32::MAX))
     })?;
-    let p = Params::from_uri(&uri)?;
-    let limit: i64 = p.number("limit", Some(100), 1..=1000)?;
-    let cursor = p.text("cursor", 64)?.map(Cursor::decode).transpose()?;
-    let (events, next) = ingest::list(&s.pg, user_id, limit, cursor).await?;
+    let (events, next) = ingest::list(&s.pg, user_id, paging.limit, paging.cursor).await?;
     Ok(json(
         StatusCode::OK,
         &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) },
@@ -150,20 +169,33 @@ struct BulkReport {
     rows_per_s: u64,
 }
 
+/// `POST /events/bulk`'s query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Bulk {
+    /// How many events (default 1,000).
+    #[param(required = false, minimum = 1, maximum = 1000000)]
+    count: u64,
+    /// Generator seed (default: the current time); int64, so at most 2^63 - 1.
+    seed: Option<u64>,
+}
+
+impl FromParams for Bulk {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Bulk { count: p.number("count", Some(1000), 1..=MAX_BULK)?, seed: p.seed()? })
+    }
+}
+
 /// The reference's bulk-insert benchmark: `count` generated events through one binary COPY.
-#[utoipa::path(post, path = "/events/bulk", tag = "events", operation_id = "bulk_events",
-    params(
-        ("count" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "How many events (default 1,000)."),
-        ("seed" = Option<u64>, Query, description = "Generator seed (default: the current time)."),
-    ),
+#[utoipa::path(post, path = "/events/bulk", tag = "events", operation_id = "bulk_events", params(Bulk),
     responses((status = 201, description = "Every event written.", body = BulkReport)))]
-async fn bulk(State(s): State<Arc<Events>>, uri: Uri) -> Result<Response> {
-    let p = Params::from_uri(&uri)?;
-    let count: u64 = p.number("count", Some(1000), 1..=MAX_BULK)?;
-    let seed: u64 = match p.opt_number("seed", 0..=u64::MAX)? {
-        Some(seed) => seed,
-        None => chrono::Utc::now().timestamp_micros() as u64,
-    };
+async fn bulk(State(s): State<Arc<Events>>, Query(q): Query<Bulk>) -> Result<Response> {
+    let count = q.count;
+    let seed = q.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64);
     let started = Instant::now();
     let gen = Generator::new(seed, Shape::default());
     let ins = ingest::bulk(&s.pg, &gen, 0, count, &|_| {}).await?;

@@ -14,10 +14,10 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
-use http::{header, HeaderMap, StatusCode, Uri};
+use http::{header, HeaderMap, StatusCode};
 use quiver::artifact;
 use quiver::config::ConfigError;
-use quiver::http::{json, read_body, Params, MAX_BODY_BYTES};
+use quiver::http::{declared, json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
 use quiver::search::{self, BuildOptions, Corpus, Doc, JsonlDocs, BUNDLE, DEFAULT_PREFIX};
 use quiver::storage::{s3_error, Storage};
 use quiver::{Config, Error, Result};
@@ -33,7 +33,6 @@ pub const MAX_SOURCE_BYTES: u64 = 4 << 30;
 /// Uploading a bundle of hundreds of MB takes longer than the per-call S3 limit meant for small
 /// objects, so the indexer's client allows at least this long.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
-const PARAMS: &[&str] = &["corpus", "docs", "seed", "key"];
 const DEFAULT_DOCS: u64 = 10_000;
 const DEFAULT_SEED: u64 = 42;
 
@@ -319,13 +318,36 @@ impl Drop for Scratch {
 }
 
 /// A source as named by query parameters or an event's detail.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Detail {
+    /// A generated corpus: `reference` (the reference's 10,000 templated documents) or `realistic`.
+    #[param(pattern = "^(reference|realistic)$")]
     corpus: Option<String>,
+    /// Documents to generate (default 10,000; with `corpus`).
+    #[param(minimum = 1, maximum = 1000000)]
     docs: Option<u64>,
+    /// Generator seed (default 42; with `corpus`).
     seed: Option<u64>,
+    /// A JSONL object in the bucket instead.
+    #[param(min_length = 1, max_length = 1024)]
     key: Option<String>,
+}
+
+impl FromParams for Detail {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Detail {
+            corpus: p.get("corpus").map(str::to_string),
+            docs: p.opt_number("docs", 1..=MAX_DOCS)?,
+            seed: p.seed()?,
+            key: p.text("key", 1024)?.map(str::to_string),
+        })
+    }
 }
 
 impl Detail {
@@ -378,12 +400,7 @@ pub fn routes(state: Arc<Indexer>) -> Router {
 /// `POST /index?corpus=reference|realistic&docs=N&seed=S`, `POST /index?key=path.jsonl`, or a
 /// JSONL body; nothing at all indexes the default source.
 #[utoipa::path(post, path = "/index", tag = "search",
-    params(
-        ("corpus" = Option<String>, Query, description = "A generated corpus: `reference` (the reference's 10,000 templated documents) or `realistic`."),
-        ("docs" = Option<u64>, Query, minimum = 1, maximum = 1000000, description = "Documents to generate (default 10,000; with `corpus`)."),
-        ("seed" = Option<u64>, Query, description = "Generator seed (default 42; with `corpus`)."),
-        ("key" = Option<String>, Query, min_length = 1, max_length = 1024, description = "A JSONL object in the bucket instead."),
-    ),
+    params(Detail),
     request_body(content = String, content_type = "application/x-ndjson",
         description = "Optional: JSONL of `{id, title, body, tags?, created_at?}` (at most 6 MB), instead of `corpus` or `key`."),
     responses(
@@ -393,17 +410,10 @@ pub fn routes(state: Arc<Indexer>) -> Router {
     ))]
 async fn index(
     State(s): State<Arc<Indexer>>,
-    uri: Uri,
+    Query(detail): Query<Detail>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let p = Params::from_uri(&uri)?.only("/index", PARAMS)?;
-    let detail = Detail {
-        corpus: p.get("corpus").map(str::to_string),
-        docs: p.opt_number("docs", 1..=MAX_DOCS)?,
-        seed: p.opt_number("seed", 0..=u64::MAX)?,
-        key: p.text("key", 1024)?.map(str::to_string),
-    };
     let from_params = detail.source()?;
     let bytes = read_body(&headers, body, MAX_BODY_BYTES).await?;
     let source = if bytes.iter().all(u8::is_ascii_whitespace) {

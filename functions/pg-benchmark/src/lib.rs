@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use quiver::config::ConfigError;
-use quiver::http::{json, Params};
+use quiver::http::{declared, json, FromParams, Params, Query};
 use quiver::pg::Pg;
 use quiver::{pg_bench, Config, Result};
 use utoipa_axum::router::OpenApiRouter;
@@ -46,44 +46,73 @@ pub fn routes(state: Arc<PgBenchmark>) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// `user_id` and `limit` (documentation only: `target` reads them).
+/// `user_id` and `limit`: whose events, and how many.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct Target {
     /// Whose newest events to fetch (default 1).
-    #[param(minimum = 1, maximum = 2147483647)]
-    user_id: Option<i32>,
+    #[param(required = false, minimum = 1, maximum = 2147483647)]
+    user_id: i32,
     /// Rows each approach fetches (default 100).
-    #[param(minimum = 1, maximum = 10000)]
-    limit: Option<i64>,
+    #[param(required = false, minimum = 1, maximum = 10000)]
+    limit: i64,
 }
 
-/// `user_id` (default 1) and `limit` (default 100), each a 400 naming it when out of range.
-fn target(p: &Params) -> Result<(i32, i64)> {
-    Ok((p.number("user_id", Some(1), 1..=i32::MAX)?, p.number("limit", Some(100), 1..=MAX_LIMIT)?))
+impl FromParams for Target {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Target {
+            user_id: p.number("user_id", Some(1), 1..=i32::MAX)?,
+            limit: p.number("limit", Some(100), 1..=MAX_LIMIT)?,
+        })
+    }
+}
+
+/// The target and `runs`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Rounds {
+    /// Counted rounds (default 5).
+    #[param(required = false, minimum = 1, maximum = 100)]
+    runs: usize,
+    #[param(ignore)]
+    target: Target,
+}
+
+impl FromParams for Rounds {
+    fn names() -> Vec<String> {
+        [declared::<Target>(), declared::<Self>()].concat()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Rounds {
+            runs: p.number("runs", Some(5), 1..=MAX_RUNS)?,
+            target: Target::from_params(p)?,
+        })
+    }
 }
 
 /// The decoding runs on the request's own task rather than `spawn_blocking`: a thread hop would
 /// land inside the timings it measures, and the limits bound the work.
 /// Each row-decoding approach (`dynamic`, `typed`, `polars`, `copy_binary`) timed over `runs`
 /// rounds after a warm-up, with query and decode apart.
-#[utoipa::path(get, path = "/samples/pg/benchmark", tag = "pg-benchmark",
-    params(Target, ("runs" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Counted rounds (default 5).")),
+#[utoipa::path(get, path = "/samples/pg/benchmark", tag = "pg-benchmark", params(Target, Rounds),
     responses((status = 200, description = "Percentiles per approach and which was fastest.", body = pg_bench::Report)))]
-async fn benchmark(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
-    let p = Params::from_uri(&uri)?;
-    let (user_id, limit) = target(&p)?;
-    let runs: usize = p.number("runs", Some(5), 1..=MAX_RUNS)?;
-    let report = pg_bench::benchmark(&s.pg, user_id, limit, runs).await?;
+async fn benchmark(State(s): State<Arc<PgBenchmark>>, Query(q): Query<Rounds>) -> Result<Response> {
+    let report = pg_bench::benchmark(&s.pg, q.target.user_id, q.target.limit, q.runs).await?;
     Ok(json(StatusCode::OK, &report))
 }
 
 /// One pass of every approach, in the reference's "Comprehensive Comparison" shape.
 #[utoipa::path(get, path = "/samples/pg/benchmark-all", tag = "pg-benchmark", params(Target),
     responses((status = 200, description = "Each approach's times for one pass.", body = pg_bench::PassReport)))]
-async fn benchmark_all(State(s): State<Arc<PgBenchmark>>, uri: Uri) -> Result<Response> {
-    let (user_id, limit) = target(&Params::from_uri(&uri)?)?;
-    let report = pg_bench::one_pass(&s.pg, user_id, limit).await?;
+async fn benchmark_all(
+    State(s): State<Arc<PgBenchmark>>,
+    Query(target): Query<Target>,
+) -> Result<Response> {
+    let report = pg_bench::one_pass(&s.pg, target.user_id, target.limit).await?;
     Ok(json(StatusCode::OK, &report))
 }

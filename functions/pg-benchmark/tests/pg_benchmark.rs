@@ -210,8 +210,9 @@ async fn out_of_range_parameters_are_400_naming_them() {
         assert_eq!(r.status, 400, "{q}: {r}");
         assert_eq!(r.json()["param"], param, "{q}: {r}");
     }
-    let edge =
-        format!("/samples/pg/benchmark?user_id={}&limit=10000&runs=100&unrelated=", fresh_user());
+    let r = app.get("/samples/pg/benchmark?unrelated=1").await;
+    assert_eq!((r.status, &r.json()["param"]), (400, &serde_json::json!("unrelated")), "{r}");
+    let edge = format!("/samples/pg/benchmark?user_id={}&limit=10000&runs=100", fresh_user());
     let r = app.get(edge).await;
     assert_eq!(r.status, 200, "the limits themselves are accepted: {r}");
 }

@@ -23,10 +23,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
-use http::{header, HeaderMap, StatusCode, Uri};
+use http::{header, HeaderMap, StatusCode};
 use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
-use quiver::http::{json, read_body, Params, ServerTiming, MAX_BODY_BYTES};
+use quiver::http::{
+    declared, json, read_body, FromParams, Params, Query, ServerTiming, MAX_BODY_BYTES,
+};
 use quiver::process::{self, Stats, MAX_GENERATED};
 use quiver::time::ms;
 use quiver::{Config, Error, Result};
@@ -151,22 +153,42 @@ async fn batch(State(s): State<Arc<Process>>, headers: HeaderMap, body: Body) ->
     Ok(answer.respond(&headers))
 }
 
+/// `GET /process`'s query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Generate {
+    /// Points to generate (default 50,000).
+    #[param(required = false, minimum = 1, maximum = 5000000)]
+    size: usize,
+    /// With a seed the answer is deterministic and cached; without one a fresh seed is used and
+    /// returned. An int64, so at most 2^63 - 1.
+    seed: Option<u64>,
+}
+
+impl FromParams for Generate {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        Ok(Generate {
+            size: p.number("size", Some(DEFAULT_SIZE), 1..=MAX_GENERATED)?,
+            seed: p.seed()?,
+        })
+    }
+}
+
 /// Generates `size` points and computes their statistics: the reference's processing benchmark.
 #[utoipa::path(get, path = "/process", tag = "process", operation_id = "process_generated",
-    params(
-        ("size" = Option<usize>, Query, minimum = 1, maximum = 5000000, description = "Points to generate (default 50,000)."),
-        ("seed" = Option<u64>, Query, description = "With a seed the answer is deterministic and cached; without one a fresh seed is used and returned."),
-    ),
+    params(Generate),
     responses((status = 200, description = "The statistics, with generation and processing timed apart.", body = GeneratedReport)))]
 async fn generated(
     State(s): State<Arc<Process>>,
     headers: HeaderMap,
-    uri: Uri,
+    Query(q): Query<Generate>,
 ) -> Result<Response> {
     let started = Instant::now();
-    let p = Params::from_uri(&uri)?;
-    let size: usize = p.number("size", Some(DEFAULT_SIZE), 1..=MAX_GENERATED)?;
-    let given_seed: Option<u64> = p.opt_number("seed", 0..=u64::MAX)?;
+    let (size, given_seed) = (q.size, q.seed);
     let seed = given_seed.unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64);
     let work = move || {
         let t = Instant::now();

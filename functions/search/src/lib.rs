@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
-use http::{HeaderMap, Uri};
+use http::HeaderMap;
 use quiver::artifact::{Loaded, Manifest, Tracker};
 use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
-use quiver::http::{Params, ServerTiming};
+use quiver::http::{declared, FromParams, Params, Query, ServerTiming};
 use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
@@ -32,9 +32,9 @@ const ROUTE: &str = "/search";
 pub const X_INDEX_VERSION: &str = "x-index-version";
 pub const MAX_LIMIT: usize = 100;
 pub const MAX_OFFSET: usize = 10_000;
-/// Longest `q`, in bytes: longer queries are abuse, not search.
-pub const MAX_Q_BYTES: usize = 1024;
-const PARAMS: &[&str] = &["q", "limit", "offset", "tag", "from", "to"];
+/// Longest `q`, in characters: longer queries are abuse, not search (and 256 of them, each
+/// percent-encoded, stay within the query-string limit).
+pub const MAX_Q_CHARS: usize = 256;
 
 /// Where the index comes from and how often to look for a new one.
 #[derive(Debug, Clone)]
@@ -163,63 +163,84 @@ pub fn routes(state: Arc<Search>) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// A validated `GET /search`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
+/// A validated `GET /search`: the OpenAPI parameters and their parser.
+#[derive(Debug, Clone, PartialEq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Tantivy query syntax: terms, "phrases", AND/OR, field:term (title, body). Parsed
+    /// leniently: what is not valid syntax is searched as plain words, never refused.
+    #[param(min_length = 1, max_length = 256)]
     pub q: String,
+    /// Results per page (default 10).
+    #[param(required = false, minimum = 1, maximum = 100)]
     pub limit: usize,
+    /// Results to skip (default 0).
+    #[param(required = false, minimum = 0, maximum = 10000)]
     pub offset: usize,
+    /// Only documents with this tag (case does not matter).
+    #[param(pattern = "^[A-Za-z0-9._+#-]{1,64}$")]
     pub tag: Option<String>,
+    /// `created_at` at or after: RFC 3339 or YYYY-MM-DD.
+    #[param(value_type = Option<String>, schema_with = date_or_time)]
     pub from: Option<i64>,
+    /// `created_at` at or before: RFC 3339 or YYYY-MM-DD (a date includes the whole day). A `to`
+    /// before `from` is an empty window: no hits.
+    #[param(value_type = Option<String>, schema_with = date_or_time)]
     pub to: Option<i64>,
 }
 
-impl Query {
-    /// Validates every parameter; each error is a 400 naming it.
-    pub fn parse(raw: Option<&str>) -> Result<Self> {
-        let p = Params::parse(raw)?.only("/search", PARAMS)?;
-        let q = p.get("q").map(str::trim).unwrap_or("");
-        if q.is_empty() {
-            return Err(Error::bad_param(
-                "q",
-                "is required: the text to search for, in Tantivy's query syntax",
-            ));
-        }
-        if q.len() > MAX_Q_BYTES {
-            return Err(Error::bad_param("q", format!("must be at most {MAX_Q_BYTES} bytes")));
+/// A date (`YYYY-MM-DD`) or an RFC 3339 date-time.
+fn date_or_time() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let string = |f| {
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(f)))
+    };
+    let one_of =
+        OneOfBuilder::new().item(string(KnownFormat::Date)).item(string(KnownFormat::DateTime));
+    utoipa::openapi::Schema::OneOf(one_of.build())
+}
+
+impl FromParams for SearchParams {
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        let q = p.get("q").ok_or_else(|| {
+            Error::bad_param("q", "is required: the text to search for, in Tantivy's query syntax")
+        })?;
+        if q.chars().count() > MAX_Q_CHARS {
+            return Err(Error::bad_param("q", format!("must be at most {MAX_Q_CHARS} characters")));
         }
         let tag = match p.get("tag") {
             None => None,
             Some(t) => Some(
                 search::normalize_tag(t)
+                    .filter(|n| n.len() == t.len())
                     .ok_or_else(|| Error::bad_param("tag", "must be 1-64 of a-z 0-9 . _ + # -"))?
                     .into_owned(),
             ),
         };
         let time = |name: &str, end_of_day: bool| -> Result<Option<i64>> {
             let Some(v) = p.get(name) else { return Ok(None) };
-            let secs = search::parse_time(v).ok_or_else(|| {
+            let secs = search::parse_time(v).filter(|_| v.trim() == v).ok_or_else(|| {
                 Error::bad_param(name, "must be an RFC 3339 time or a YYYY-MM-DD date")
             })?;
             // A bare date as `to` includes that whole day.
             Ok(Some(if end_of_day && !v.contains('T') { secs + 86_399 } else { secs }))
         };
-        let (from, to) = (time("from", false)?, time("to", true)?);
-        if let (Some(f), Some(t)) = (from, to) {
-            if f > t {
-                return Err(Error::bad_param("to", "must not be before from"));
-            }
-        }
-        Ok(Query {
+        Ok(SearchParams {
             q: q.to_string(),
             limit: p.number("limit", Some(10), 1..=MAX_LIMIT)?,
             offset: p.number("offset", Some(0), 0..=MAX_OFFSET)?,
             tag,
-            from,
-            to,
+            from: time("from", false)?,
+            to: time("to", true)?,
         })
     }
+}
 
+impl SearchParams {
     /// Every input that changes the answer, for the cache key.
     pub fn normalized(&self) -> String {
         format!(
@@ -259,23 +280,14 @@ struct Answer<'a> {
 
 /// Full-text search over the newest index, cached under the index version.
 #[utoipa::path(get, path = "/search", tag = "search", operation_id = "search",
-    params(
-        ("q" = String, Query, min_length = 1, max_length = 1024,
-            description = "Tantivy query syntax: terms, \"phrases\", AND/OR, field:term (title, body). A syntax error is 400."),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Results per page (default 10)."),
-        ("offset" = Option<usize>, Query, minimum = 0, maximum = 10000, description = "Results to skip (default 0)."),
-        ("tag" = Option<String>, Query, pattern = "^[A-Za-z0-9._+#-]{1,64}$", description = "Only documents with this tag."),
-        ("from" = Option<String>, Query, description = "`created_at` at or after: RFC 3339 or YYYY-MM-DD."),
-        ("to" = Option<String>, Query, description = "`created_at` at or before: RFC 3339 or YYYY-MM-DD (a date includes the whole day)."),
-    ),
+    params(SearchParams),
     responses((status = 200, description = "One page of hits; `x-cache` and `x-index-version` headers.", body = Answer)))]
 async fn search_route(
     State(s): State<Arc<Search>>,
-    uri: Uri,
+    Query(q): Query<SearchParams>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let started = Instant::now();
-    let q = Query::parse(uri.query())?;
     let loaded = s.current().await?;
     let timing = ServerTiming::default().add("index", started.elapsed());
     let key = Key::new(FUNCTION, ROUTE, &q.normalized(), &loaded.manifest.version);
@@ -304,18 +316,25 @@ async fn search_route(
 mod tests {
     use super::*;
 
+    fn parse(raw: Option<&str>) -> Result<SearchParams> {
+        Params::parse_as::<SearchParams>("/search", raw)
+    }
+
     #[test]
     fn parameters_are_validated_and_named() {
-        let ok = Query::parse(Some(
-            "q=rust+search&limit=5&offset=10&tag=Rust&from=2026-01-01&to=2026-01-31",
-        ))
-        .unwrap();
+        let ok =
+            parse(Some("q=rust+search&limit=5&offset=10&tag=Rust&from=2026-01-01&to=2026-01-31"))
+                .unwrap();
         assert_eq!((ok.limit, ok.offset, ok.tag.as_deref()), (5, 10, Some("rust")));
         assert_eq!(ok.to.unwrap() - ok.from.unwrap(), 31 * 86_400 - 1);
-        let long = format!("q={}", "a".repeat(MAX_Q_BYTES + 1));
+        // Whitespace is a query (with no hits), and so is a window that ends before it starts.
+        assert_eq!(parse(Some("q=+++")).unwrap().q, "   ");
+        assert!(parse(Some("q=a&from=2026-02-01&to=2026-01-01")).is_ok());
+        let long = format!("q={}", "é".repeat(MAX_Q_CHARS + 1));
+        assert!(parse(Some(&format!("q={}", "é".repeat(MAX_Q_CHARS)))).is_ok());
         for (raw, param) in [
             ("", "q"),
-            ("q=+++", "q"),
+            ("q=", "q"),
             (long.as_str(), "q"),
             ("q=a&limit=0", "limit"),
             ("q=a&limit=101", "limit"),
@@ -323,12 +342,13 @@ mod tests {
             ("q=a&offset=10001", "offset"),
             ("q=a&offset=-1", "offset"),
             ("q=a&tag=a/b", "tag"),
+            ("q=a&tag=+rust", "tag"),
             ("q=a&from=yesterday", "from"),
             ("q=a&to=2026-13-01", "to"),
-            ("q=a&from=2026-02-01&to=2026-01-01", "to"),
+            ("q=a&from=+2026-01-01", "from"),
             ("q=a&limt=5", "limt"),
         ] {
-            let e = Query::parse(Some(raw)).unwrap_err();
+            let e = parse(Some(raw)).unwrap_err();
             assert_eq!(e.status(), 400, "{raw}");
             assert_eq!(e.problem().param.as_deref(), Some(param), "{raw}: {e}");
         }

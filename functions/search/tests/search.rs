@@ -163,15 +163,11 @@ async fn every_bad_parameter_is_a_4xx_naming_it() {
     f.publish_jsonl(&small_corpus()).await;
     let s = f.search(Duration::from_secs(3600)).await;
     let app = app(&s);
-    let long = format!("/search?q={}", "a".repeat(1100));
+    let long = format!("/search?q={}", "a".repeat(300));
     for (uri, param) in [
         ("/search", "q"),
         ("/search?q=", "q"),
-        ("/search?q=+", "q"),
         (long.as_str(), "q"),
-        ("/search?q=title:(", "q"),
-        ("/search?q=%22unclosed", "q"),
-        ("/search?q=nosuchfield:fox", "q"),
         ("/search?q=fox&limit=0", "limit"),
         ("/search?q=fox&limit=101", "limit"),
         ("/search?q=fox&limit=many", "limit"),
@@ -179,7 +175,6 @@ async fn every_bad_parameter_is_a_4xx_naming_it() {
         ("/search?q=fox&tag=a%2Fb", "tag"),
         ("/search?q=fox&from=last+week", "from"),
         ("/search?q=fox&to=2026-02-30", "to"),
-        ("/search?q=fox&from=2026-03-01&to=2026-02-01", "to"),
         ("/search?q=fox&q=dog", "q"),
         ("/search?q=fox&page=2", "page"),
     ] {
@@ -189,6 +184,20 @@ async fn every_bad_parameter_is_a_4xx_naming_it() {
         assert_eq!(r.json()["param"], param, "{uri}: {r}");
     }
     assert_eq!(app.send("POST", "/search?q=fox", &[], "").await.status, 405);
+    // What the document allows is answered: a query that is not Tantivy syntax is searched
+    // leniently, whitespace finds nothing, and so does a window that ends before it starts.
+    for uri in [
+        "/search?q=title:(",
+        "/search?q=%22unclosed",
+        "/search?q=nosuchfield:fox",
+        "/search?q=+",
+        "/search?q=fox&from=2026-03-01&to=2026-02-01",
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(r.status, 200, "{uri}: {r}");
+    }
+    let r = app.get("/search?q=fox&from=2026-03-01&to=2026-02-01").await;
+    assert_eq!(r.json()["total_hits"], 0, "{r}");
 }
 
 #[tokio::test]

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
-use http::{StatusCode, Uri};
-use quiver::analytics::Filters;
+use http::StatusCode;
 use quiver::config::ConfigError;
-use quiver::http::{json, Params};
+use quiver::http::{json, Query};
 use quiver::pg::Pg;
 pub use quiver::snapshot::{ExportReport, Settings, Window};
 use quiver::storage::Storage;
@@ -80,23 +79,12 @@ pub fn routes(state: Arc<Snapshot>) -> Router {
 
 /// `POST /snapshot[?from=&to=]`: exports (optionally only a time window) and answers with the report.
 #[utoipa::path(post, path = "/snapshot", tag = "snapshot", operation_id = "create_snapshot",
-    params(
-        ("from" = Option<String>, Query, format = DateTime, description = "Only events at or after (RFC 3339)."),
-        ("to" = Option<String>, Query, format = DateTime, description = "Only events before (RFC 3339)."),
-    ),
+    params(Window),
     responses(
         (status = 201, description = "Exported and published: the manifest now points at this version.", body = ExportReport),
         (status = 409, description = "An export is already running on this instance.", body = quiver::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn create(State(s): State<Arc<Snapshot>>, uri: Uri) -> Result<Response> {
-    let p = Params::from_uri(&uri)?;
-    let f = Filters::from_params(&p)?;
-    if f.event_type.is_some() {
-        return Err(Error::bad_param(
-            "event_type",
-            "is not supported here: a snapshot holds every type; filter when querying",
-        ));
-    }
-    let report = s.run(&Window { from: f.from, to: f.to }).await?;
+async fn create(State(s): State<Arc<Snapshot>>, Query(window): Query<Window>) -> Result<Response> {
+    let report = s.run(&window).await?;
     Ok(json(StatusCode::CREATED, &report))
 }

@@ -1,53 +1,55 @@
 use crate::error::{Error, Result};
 
 /// Where the next page starts: the last row's `(created_at, id)`, newest first.
+///
+/// The token is the position itself, 32 hex digits (`created_at` in µs, then `id`, each as 16),
+/// with no check digits: any token of that shape names a position, and the page after it is
+/// well defined (empty past the oldest event). The OpenAPI document gives the pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub created_at_us: i64,
     pub id: i64,
 }
 
-const CURSOR_VERSION: u8 = 1;
+/// The document's pattern for a cursor.
+pub const CURSOR_PATTERN: &str = "^[0-9a-fA-F]{32}$";
 
 impl Cursor {
-    /// An opaque, URL-safe token.
+    /// A URL-safe token.
     pub fn encode(&self) -> String {
-        use base64::Engine;
-        let mut b = [0u8; 25];
-        b[0] = CURSOR_VERSION;
-        b[1..9].copy_from_slice(&self.created_at_us.to_be_bytes());
-        b[9..17].copy_from_slice(&self.id.to_be_bytes());
-        let check = xxhash_rust::xxh3::xxh3_64(&b[..17]);
-        b[17..].copy_from_slice(&check.to_be_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        format!("{:016x}{:016x}", self.created_at_us as u64, self.id as u64)
     }
 
-    /// Decodes a token from `encode`; anything else is a 400 naming `cursor`.
+    /// Decodes a token of `encode`'s shape; anything else is a 400 naming `cursor`.
     pub fn decode(token: &str) -> Result<Self> {
-        use base64::Engine;
-        let bad = || {
-            Error::bad_param(
-                "cursor",
-                "is not a cursor this API issued; pass next_cursor back unchanged",
-            )
-        };
-        if token.len() > 64 {
-            return Err(bad());
-        }
-        let b =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-        if b.len() != 25 || b[0] != CURSOR_VERSION {
-            return Err(bad());
-        }
-        let check = u64::from_be_bytes(b[17..25].try_into().expect("8 bytes"));
-        if check != xxhash_rust::xxh3::xxh3_64(&b[..17]) {
-            return Err(bad());
-        }
-        let created_at_us = i64::from_be_bytes(b[1..9].try_into().expect("8 bytes"));
-        let id = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
-        if id <= 0 {
-            return Err(bad());
-        }
+        let half = |s: &str| u64::from_str_radix(s, 16).ok().map(|v| v as i64);
+        let parsed = (token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| Some((half(&token[..16])?, half(&token[16..])?)))
+            .flatten();
+        let (created_at_us, id) = parsed.ok_or_else(|| {
+            Error::bad_param("cursor", "must be 32 hex digits: pass next_cursor back unchanged")
+        })?;
         Ok(Cursor { created_at_us, id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_any_token_of_the_shape_is_a_position() {
+        for c in [
+            Cursor { created_at_us: 1_790_000_000_000_000, id: 42 },
+            Cursor { created_at_us: -1, id: i64::MAX },
+            Cursor { created_at_us: i64::MIN, id: 0 },
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        }
+        assert_eq!(Cursor::decode(&"0".repeat(32)).unwrap(), Cursor { created_at_us: 0, id: 0 });
+        assert!(Cursor::decode(&"F".repeat(32)).is_ok());
+        for bad in ["", "abc", &"0".repeat(31), &"0".repeat(33), &"g".repeat(32), "ü"] {
+            assert_eq!(Cursor::decode(bad).unwrap_err().status(), 400, "{bad:?}");
+        }
     }
 }

@@ -54,7 +54,7 @@ impl EventType {
 
 /// Most events one `POST /events` may carry; more is a 413.
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
-/// Longest `page_url` accepted.
+/// Longest `page_url` accepted, in characters.
 pub const MAX_PAGE_URL: usize = 2048;
 /// Largest serialized `metadata` accepted.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
@@ -94,24 +94,78 @@ pub struct EventInput {
     #[schema(minimum = 1, maximum = 2147483647)]
     user_id: i32,
     event_type: EventType,
-    /// 1 to 2,048 bytes, without NUL.
-    #[schema(min_length = 1, max_length = 2048)]
+    /// 1 to 2,048 characters, without NUL.
+    #[schema(min_length = 1, max_length = 2048, pattern = "^[^\\u0000]*$")]
     page_url: String,
-    /// At most 8 KiB of JSON; `{}` when absent.
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON object of at most 8 KiB, without NUL in its keys or strings (PostgreSQL's jsonb
+    /// cannot hold one); `{}` when absent or null.
+    #[schema(schema_with = metadata_schema)]
     metadata: Option<Value>,
-    /// RFC 3339; now when absent.
-    #[schema(value_type = Option<String>, format = DateTime)]
+    /// RFC 3339, from year 1970 on; now when absent.
+    #[schema(value_type = Option<String>, format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     created_at: Option<String>,
 }
 
-/// The JSON body of `POST /events`: one event or an array of up to 10,000.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-pub enum EventsBody {
-    One(EventInput),
-    Many(Vec<EventInput>),
+/// The JSON body of `POST /events`: one event or an array of 1 to 10,000 (documentation only;
+/// written by hand because the derive cannot bound an array variant).
+pub struct EventsBody;
+
+impl utoipa::PartialSchema for EventsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Ref};
+        let one = || Ref::from_schema_name("EventInput");
+        let many = ArrayBuilder::new()
+            .items(one())
+            .min_items(Some(1))
+            .max_items(Some(MAX_EVENTS_PER_REQUEST));
+        utoipa::openapi::Schema::OneOf(OneOfBuilder::new().item(one()).item(many).build()).into()
+    }
+}
+
+impl utoipa::ToSchema for EventsBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push(("EventInput".into(), EventInput::schema()));
+        schemas.push((METADATA_VALUE.into(), metadata_value().into()));
+    }
+}
+
+/// The name of the schema of one value inside `metadata`, which refers to itself.
+const METADATA_VALUE: &str = "MetadataValue";
+/// Text without NUL.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// An object whose keys hold no NUL and whose values are [`metadata_value`]s, or null.
+fn metadata_object(nullable: bool) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Ref, SchemaType, Type};
+    let types: SchemaType = if nullable {
+        [Type::Object, Type::Null].into_iter().collect()
+    } else {
+        Type::Object.into()
+    };
+    ObjectBuilder::new()
+        .schema_type(types)
+        .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(NO_NUL))))
+        .additional_properties(Some(Ref::from_schema_name(METADATA_VALUE)))
+}
+
+fn metadata_schema() -> utoipa::openapi::Schema {
+    metadata_object(true).into()
+}
+
+/// Any JSON value without NUL in a string or a key, at any depth.
+fn metadata_value() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Type};
+    let text = ObjectBuilder::new().schema_type(Type::String).pattern(Some(NO_NUL));
+    let scalar = ObjectBuilder::new().schema_type(
+        [Type::Number, Type::Boolean, Type::Null]
+            .into_iter()
+            .collect::<utoipa::openapi::schema::SchemaType>(),
+    );
+    let list = ArrayBuilder::new().items(Ref::from_schema_name(METADATA_VALUE));
+    let one_of =
+        OneOfBuilder::new().item(text).item(scalar).item(list).item(metadata_object(false));
+    utoipa::openapi::Schema::OneOf(one_of.build())
 }
 
 /// RFC 3339 with microseconds and `Z`, the one timestamp format of the API.

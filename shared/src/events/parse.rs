@@ -104,8 +104,10 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         }
     };
     let user_id = checked(&mut m, "user_id", &mut report, |v| match v {
+        // JSON Schema's integers are the whole numbers, `7.0` among them.
         Value::Number(n) => n
             .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e10).map(|f| f as i64))
             .filter(|id| (1..=i64::from(i32::MAX)).contains(id))
             .map(|id| id as i32)
             .ok_or_else(|| format!("must be a whole number from 1 to {}", i32::MAX)),
@@ -118,8 +120,10 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         other => Err(format!("must be a string, not {}", kind(&other))),
     });
     let page_url = checked(&mut m, "page_url", &mut report, |v| match v {
-        Value::String(s) if s.is_empty() || s.len() > MAX_PAGE_URL || s.contains('\0') => {
-            Err(format!("must be 1 to {MAX_PAGE_URL} bytes without NUL"))
+        Value::String(s)
+            if s.is_empty() || s.chars().count() > MAX_PAGE_URL || s.contains('\0') =>
+        {
+            Err(format!("must be 1 to {MAX_PAGE_URL} characters without NUL"))
         }
         Value::String(s) => Ok(s),
         other => Err(format!("must be a string, not {}", kind(&other))),
@@ -138,10 +142,14 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         other => Err(format!("must be an object, not {}", kind(&other))),
     });
     let created_at_us = optional(&mut m, "created_at", now_us, &mut report, |v| match v {
+        // The year as written (the document's pattern), not in UTC: an offset may move it.
         Value::String(s) => crate::time::parse_rfc3339(&s)
-            .filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+            .filter(|_| s.get(..4).and_then(|y| y.parse().ok()).is_some_and(|y: u32| y >= 1970))
             .map(|t| t.timestamp_micros())
-            .ok_or_else(|| "must be an RFC 3339 timestamp, e.g. 2026-11-24T10:00:00Z".to_string()),
+            .ok_or_else(|| {
+                "must be an RFC 3339 timestamp from year 1970 on, e.g. 2026-11-24T10:00:00Z"
+                    .to_string()
+            }),
         other => Err(format!("must be an RFC 3339 string, not {}", kind(&other))),
     });
     for unknown in m.keys() {

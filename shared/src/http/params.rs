@@ -1,9 +1,60 @@
+use std::any::TypeId;
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::sync::{OnceLock, RwLock};
+
+use axum::extract::{FromRequestParts, MatchedPath};
+use http::request::Parts;
 
 use super::{MAX_QUERY_BYTES, MAX_QUERY_PARAMS};
 use crate::error::{Error, Result};
+
+/// The query parameters of one route, declared once. The struct derives `utoipa::IntoParams`,
+/// which writes the route's OpenAPI parameters, and implements this trait, which parses them;
+/// [`Query`] refuses every name the derive does not declare, so the document and the server take
+/// the same names. The derive's ranges, lengths and patterns are the ones `from_params` checks
+/// (`bash local/schemathesis.sh` holds the two to each other).
+pub trait FromParams: Sized + 'static {
+    /// Every name the route takes: `declared::<Self>()`, plus those of any struct it embeds.
+    fn names() -> Vec<String>;
+    fn from_params(p: &Params) -> Result<Self>;
+}
+
+/// The names a `utoipa::IntoParams` derive declares.
+pub fn declared<T: utoipa::IntoParams>() -> Vec<String> {
+    T::into_params(|| None).into_iter().map(|p| p.name).collect()
+}
+
+/// `T::names()`, computed once per type.
+fn names_of<T: FromParams>() -> &'static [String] {
+    type Names = HashMap<TypeId, &'static [String]>;
+    static NAMES: OnceLock<RwLock<Names>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    let id = TypeId::of::<T>();
+    if let Some(found) = names.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return found;
+    }
+    names
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id)
+        .or_insert_with(|| Vec::leak(T::names()))
+}
+
+/// Extracts a route's [`FromParams`] from the query string: a name the route does not declare, a
+/// repeated or empty parameter and a value out of range are each a 400 naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: FromParams> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        let route = parts.extensions.get::<MatchedPath>().map_or(parts.uri.path(), |m| m.as_str());
+        Params::parse_as(route, parts.uri.query()).map(Query)
+    }
+}
 
 /// Decoded query parameters, with typed getters whose errors name the parameter.
 #[derive(Debug, Default, Clone)]
@@ -32,33 +83,48 @@ impl Params {
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(Error::bad_param(&k, "is given more than once"));
             }
+            if v.is_empty() {
+                return Err(Error::bad_param(&k, "is empty: leave it out or give it a value"));
+            }
             pairs.push((k.into_owned(), v.into_owned()));
         }
         Ok(Params { pairs })
     }
 
-    /// Refuses a parameter that `route` does not take, naming it and the ones it does.
-    pub fn only(self, route: &str, allowed: &[&str]) -> Result<Self> {
-        match self.pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-            Some((k, _)) => Err(Error::bad_param(
+    /// Parses a raw query string as `route`'s `T`, refusing a name `T` does not declare.
+    pub fn parse_as<T: FromParams>(route: &str, query: Option<&str>) -> Result<T> {
+        let p = Self::parse(query)?;
+        let names = names_of::<T>();
+        if let Some((k, _)) = p.pairs.iter().find(|(k, _)| !names.contains(k)) {
+            return Err(Error::bad_param(
                 k,
-                format!("is not a parameter of {route} (use {})", allowed.join(", ")),
-            )),
-            None => Ok(self),
+                format!("is not a parameter of {route}, which takes {}", names.join(", ")),
+            ));
         }
+        T::from_params(&p)
     }
 
     pub fn from_uri(uri: &http::Uri) -> Result<Self> {
         Self::parse(uri.query())
     }
 
-    /// The raw value, if present and non-empty.
+    /// The raw value, if present (never empty: `parse` refuses an empty value).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// An RFC 3339 timestamp.
+    pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        self.get(name)
+            .map(|s| {
+                crate::time::parse_rfc3339(s).ok_or_else(|| {
+                    Error::bad_param(
+                        name,
+                        "must be an RFC 3339 timestamp, e.g. 2026-10-01T00:00:00Z",
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A string parameter of at most `max_len` characters.
@@ -79,7 +145,12 @@ impl Params {
         match self.get(name) {
             None => default.ok_or_else(|| Error::bad_param(name, "is required")),
             Some(raw) => {
-                let v: T = raw.trim().parse().map_err(|_| {
+                // Digits, a leading minus and a decimal point only: `str::parse` also takes
+                // `+5`, which is no number the document describes.
+                let plain = raw.bytes().enumerate().all(|(i, b)| {
+                    b.is_ascii_digit() || (i == 0 && b == b'-') || (b == b'.' && i > 0)
+                });
+                let v: T = raw.parse().ok().filter(|_| plain).ok_or_else(|| {
                     Error::bad_param(
                         name,
                         format!("must be a number between {} and {}", range.start(), range.end()),
@@ -105,6 +176,11 @@ impl Params {
             None => Ok(None),
             Some(_) => self.number(name, None, range).map(Some),
         }
+    }
+
+    /// A generator seed: the document's integers are int64, so at most `i64::MAX`.
+    pub fn seed(&self) -> Result<Option<u64>> {
+        self.opt_number("seed", 0..=i64::MAX as u64)
     }
 
     /// One of a fixed set of words.

@@ -3,7 +3,7 @@ use http::HeaderMap;
 
 #[test]
 fn params_parse_types_and_ranges() {
-    let p = Params::parse(Some("limit=50&q=hello+world&x=")).unwrap();
+    let p = Params::parse(Some("limit=50&q=hello+world")).unwrap();
     assert_eq!(p.number::<u32>("limit", Some(10), 1..=100).unwrap(), 50);
     assert_eq!(p.number::<u32>("offset", Some(0), 0..=10).unwrap(), 0);
     assert_eq!(p.get("q"), Some("hello world"));
@@ -14,6 +14,14 @@ fn params_parse_types_and_ranges() {
         Params::parse(Some("limit=abc")).unwrap().number::<u32>("limit", None, 1..=10).unwrap_err();
     assert_eq!(e.status(), 400);
     assert_eq!(Params::parse(Some("a=1&a=2")).unwrap_err().status(), 400);
+    // An empty value is refused rather than read as absent: the document gives each parameter a
+    // type, and "" is none of them.
+    let e = Params::parse(Some("limit=50&to=")).unwrap_err();
+    assert!(e.to_string().contains("to") && e.to_string().contains("empty"), "{e}");
+    for raw in ["limit=+5", "limit= 5"] {
+        let e = Params::parse(Some(raw)).unwrap().number::<u32>("limit", None, 1..=10);
+        assert!(e.is_err(), "{raw} is not an integer");
+    }
     assert_eq!(Params::parse(Some(&"a".repeat(MAX_QUERY_BYTES + 1))).unwrap_err().status(), 413);
     let many: Vec<String> = (0..40).map(|i| format!("p{i}=1")).collect();
     assert_eq!(Params::parse(Some(&many.join("&"))).unwrap_err().status(), 413);

@@ -1,5 +1,5 @@
 use super::parse::Scalar;
-use super::{MAX_CATEGORY_CHARS, MAX_EPOCH_S, MAX_VALUE};
+use super::{MAX_CATEGORY_CHARS, MAX_EPOCH_S, MAX_VALUE, MIN_EPOCH_S};
 
 pub(super) fn excerpt(s: &str) -> String {
     const MAX: usize = 40;
@@ -12,29 +12,33 @@ pub(super) fn excerpt(s: &str) -> String {
 pub(super) fn check_id(v: &Scalar) -> std::result::Result<i64, String> {
     match v {
         Scalar::Int(i) => Ok(*i),
+        // JSON Schema's integers are the whole numbers, `1.0` and `1e2` among them (as long as
+        // a double holds them exactly: past 2^53 the text may be outside i64).
+        Scalar::Float(f) if f.fract() == 0.0 && f.abs() <= 2f64.powi(53) => Ok(*f as i64),
         Scalar::BigInt => Err(format!("must be a whole number from {} to {}", i64::MIN, i64::MAX)),
         other => Err(format!("must be a whole number, got {}", other.kind())),
     }
 }
 
+/// Any RFC 3339 date-time (years 0000 to 9999, any offset), or whole epoch seconds from
+/// `MIN_EPOCH_S` to `MAX_EPOCH_S`: exactly what the document's `oneOf` allows.
 pub(super) fn check_timestamp(v: &Scalar) -> std::result::Result<i64, String> {
-    const RANGE: &str = "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z";
-    let us = match v {
+    let range =
+        || format!("as epoch seconds must be a whole number from {MIN_EPOCH_S} to {MAX_EPOCH_S}");
+    match v {
         Scalar::Str(s) => crate::time::parse_rfc3339_us(s).ok_or_else(|| {
             format!(
                 "must be an RFC 3339 timestamp (e.g. 2026-10-01T12:00:00Z) or epoch seconds, got {}",
                 excerpt(s)
             )
-        })?,
-        Scalar::Int(s) if (0..=MAX_EPOCH_S).contains(s) => s * 1_000_000,
-        Scalar::Float(s) if (0.0..=MAX_EPOCH_S as f64).contains(s) => (s * 1e6).round() as i64,
-        Scalar::Int(_) | Scalar::BigInt | Scalar::Float(_) => return Err(format!("{RANGE} (as epoch seconds: 0 to {MAX_EPOCH_S})")),
-        other => return Err(format!("must be an RFC 3339 string or epoch seconds, got {}", other.kind())),
-    };
-    if !(0..=(MAX_EPOCH_S * 1_000_000 + 999_999)).contains(&us) {
-        return Err(RANGE.into());
+        }),
+        Scalar::Int(s) if (MIN_EPOCH_S..=MAX_EPOCH_S).contains(s) => Ok(s * 1_000_000),
+        Scalar::Float(s) if s.fract() == 0.0 && (MIN_EPOCH_S as f64..=MAX_EPOCH_S as f64).contains(s) => {
+            Ok(*s as i64 * 1_000_000)
+        }
+        Scalar::Int(_) | Scalar::BigInt | Scalar::Float(_) => Err(range()),
+        other => Err(format!("must be an RFC 3339 string or epoch seconds, got {}", other.kind())),
     }
-    Ok(us)
 }
 
 pub(super) fn valid_category(s: &str) -> bool {

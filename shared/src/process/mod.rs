@@ -38,8 +38,10 @@ pub const MAX_CATEGORY_CHARS: usize = 64;
 pub const MAX_BATCH_ID_CHARS: usize = 128;
 /// `value` must lie in `0..=MAX_VALUE`.
 pub const MAX_VALUE: f64 = 1000.0;
-/// Latest timestamp accepted, 9999-12-31T23:59:59Z, in epoch seconds (earliest: the epoch).
+/// Latest epoch-seconds timestamp accepted, 9999-12-31T23:59:59Z.
 pub const MAX_EPOCH_S: i64 = 253_402_300_799;
+/// Earliest epoch-seconds timestamp accepted, 0000-01-01T00:00:00Z.
+pub const MIN_EPOCH_S: i64 = -62_167_219_200;
 /// How many tags `by_tag` lists.
 pub const TOP_TAGS: usize = 10;
 /// How many problems a 400 lists; the detail still says how many there were.
@@ -60,8 +62,10 @@ pub struct Columns {
     pub tag_names: Vec<String>,
 }
 
-/// The `POST /process` body (documentation only: `parse` validates while it reads the bytes).
-#[derive(utoipa::ToSchema)]
+/// The `POST /process` body (documentation only: `parse` validates while it reads the bytes, and
+/// refuses a field the document does not list).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct BatchInput {
     #[schema(min_length = 1, max_length = 128)]
@@ -72,20 +76,41 @@ pub struct BatchInput {
 }
 
 /// One point of a batch.
-#[derive(utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PointInput {
     id: i64,
-    /// RFC 3339 (1970 to 9999), or epoch seconds.
-    #[schema(value_type = String, format = DateTime)]
+    /// An RFC 3339 date-time, or epoch seconds.
+    #[schema(schema_with = timestamp_schema)]
     timestamp: String,
     #[schema(pattern = "^[A-Z]{1,64}$")]
     category: String,
     #[schema(minimum = 0, maximum = 1000)]
     value: f64,
-    /// At most 32 tags of 1 to 64 characters.
-    #[schema(max_items = 32)]
-    tags: Vec<String>,
+    /// At most 32 tags of 1 to 64 characters (none when absent).
+    #[schema(required = false, max_items = 32, inline)]
+    tags: Vec<Tag>,
+}
+
+/// A tag: 1 to 64 characters.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[\\s\\S]{1,64}$")]
+#[allow(dead_code)]
+pub struct Tag(String);
+
+/// `oneOf` an RFC 3339 string and whole epoch seconds from `MIN_EPOCH_S` to `MAX_EPOCH_S`.
+fn timestamp_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(MIN_EPOCH_S as f64))
+        .maximum(Some(MAX_EPOCH_S as f64));
+    utoipa::openapi::Schema::OneOf(OneOfBuilder::new().item(text).item(seconds).build())
 }
 
 /// A parsed `POST /process` body.

@@ -269,8 +269,9 @@ impl<'de> de::Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// The object keys we read; anything else is skipped (unknown fields are allowed, as in msgspec).
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The object keys we read. Any other key is a problem reported with its name: the document says
+/// `additionalProperties: false`, as it does for `POST /events`.
+#[derive(Clone, PartialEq, Eq)]
 enum Field {
     BatchId,
     Data,
@@ -279,7 +280,22 @@ enum Field {
     Category,
     Value,
     Tags,
-    Other,
+    Other(String),
+}
+
+impl Field {
+    fn name(&self) -> &str {
+        match self {
+            Field::BatchId => "batch_id",
+            Field::Data => "data",
+            Field::Id => "id",
+            Field::Timestamp => "timestamp",
+            Field::Category => "category",
+            Field::Value => "value",
+            Field::Tags => "tags",
+            Field::Other(name) => name,
+        }
+    }
 }
 
 impl<'de> de::Deserialize<'de> for Field {
@@ -299,7 +315,7 @@ impl<'de> de::Deserialize<'de> for Field {
                     "category" => Field::Category,
                     "value" => Field::Value,
                     "tags" => Field::Tags,
-                    _ => Field::Other,
+                    other => Field::Other(other.to_string()),
                 })
             }
         }
@@ -388,8 +404,12 @@ impl<'de> Visitor<'de> for TopSeed<'_, 'de> {
                         map.next_value_seed(DataSeed(&mut *p))?;
                     }
                 }
-                _ => {
+                other => {
                     map.next_value::<IgnoredAny>()?;
+                    p.error(
+                        || other.name().to_string(),
+                        || "is not a field of a batch (batch_id, data)".into(),
+                    );
                 }
             }
         }
@@ -504,8 +524,11 @@ impl<'de> Visitor<'de> for PointSeed<'_, 'de> {
                 Field::Category => "category",
                 Field::Value => "value",
                 Field::Tags => "tags",
-                Field::BatchId | Field::Data | Field::Other => {
+                Field::BatchId | Field::Data | Field::Other(_) => {
                     map.next_value::<IgnoredAny>()?;
+                    p.point_error(index, field.name(), || {
+                        "is not a field of a point (id, timestamp, category, value, tags)".into()
+                    });
                     continue;
                 }
             };

@@ -4,7 +4,9 @@ use std::io::{BufRead, Read};
 
 use serde::Deserialize;
 
-use super::{normalize_tag, Doc, MAX_LINE_BYTES, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_BYTES};
+use super::{
+    normalize_tag, Doc, MAX_CREATED_AT_S, MAX_LINE_BYTES, MAX_TAGS, MAX_TAG_CHARS, MAX_TITLE_BYTES,
+};
 use crate::error::{Error, FieldError, Result};
 
 #[derive(Deserialize)]
@@ -60,17 +62,23 @@ pub fn parse_doc(bytes: &[u8], line: u64) -> Result<Doc> {
     let created_at = match l.created_at {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(n)) => {
-            Some(n.as_i64().filter(|s| (0..=253_402_300_799).contains(s)).ok_or_else(|| {
+            Some(n.as_i64().filter(|s| (0..=MAX_CREATED_AT_S).contains(s)).ok_or_else(|| {
                 line_error(
                     line,
                     "created_at",
-                    "seconds must be a whole number from 0 to 253402300799",
+                    format!("seconds must be a whole number from 0 to {MAX_CREATED_AT_S}"),
                 )
             })?)
         }
-        Some(serde_json::Value::String(s)) => Some(parse_time(&s).ok_or_else(|| {
-            line_error(line, "created_at", "must be RFC 3339, e.g. 2026-01-31T12:00:00Z")
-        })?),
+        Some(serde_json::Value::String(s)) => Some(
+            parse_time(&s).filter(|s| (0..=MAX_CREATED_AT_S).contains(s)).ok_or_else(|| {
+                line_error(
+                    line,
+                    "created_at",
+                    "must be RFC 3339 from 1970 to 2262, e.g. 2026-01-31T12:00:00Z",
+                )
+            })?,
+        ),
         Some(_) => {
             return Err(line_error(
                 line,

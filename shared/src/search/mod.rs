@@ -45,6 +45,9 @@ pub const TITLE: Field = Field::from_field_id(1);
 pub const BODY: Field = Field::from_field_id(2);
 pub const TAGS: Field = Field::from_field_id(3);
 pub const CREATED_AT: Field = Field::from_field_id(4);
+/// Latest `created_at` an index holds, in epoch seconds (2262-04-11): Tantivy keeps dates as i64
+/// nanoseconds, and panics past them. The earliest is 0, the epoch.
+pub const MAX_CREATED_AT_S: i64 = i64::MAX / 1_000_000_000;
 
 /// Title matches weigh double, so a document titled with the query outranks one that only
 /// mentions its words in a long body.

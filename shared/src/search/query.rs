@@ -11,7 +11,10 @@ use tantivy::schema::{Facet, Field, IndexRecordOption, TantivyDocument};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{DateTime, Index, IndexReader, ReloadPolicy, Searcher, Term};
 
-use super::{schema, BODY, CREATED_AT, DEPENDENCY, ID, SNIPPET_CHARS, TAGS, TITLE, TITLE_BOOST};
+use super::{
+    schema, BODY, CREATED_AT, DEPENDENCY, ID, MAX_CREATED_AT_S, SNIPPET_CHARS, TAGS, TITLE,
+    TITLE_BOOST,
+};
 use crate::error::{Error, Result, ResultExt};
 
 /// One loaded index version: the searcher lives as long as the version is served.
@@ -75,22 +78,29 @@ impl IndexHandle {
         Ok(IndexHandle { doc_count: searcher.num_docs(), searcher, parser, _reader: reader })
     }
 
-    /// Runs `q`: a syntax error or an unknown field is a 400 naming `q`. CPU work: call from a
-    /// blocking thread when the index is large.
+    /// Runs `q`, parsed leniently: what is not valid syntax (an unclosed quote, an unknown field)
+    /// is searched as plain words rather than refused. CPU work: call from a blocking thread
+    /// when the index is large.
     pub fn search(&self, q: &SearchQuery) -> Result<Hits> {
-        let text =
-            self.parser.parse_query(q.q).map_err(|e| Error::bad_param("q", e.to_string()))?;
+        let (text, _ignored) = self.parser.parse_query_lenient(q.q);
         let mut filters: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if let Some(tag) = q.tag {
             let facet = Facet::from_path([tag]);
             let term = TermQuery::new(Term::from_facet(TAGS, &facet), IndexRecordOption::Basic);
             filters.push((Occur::Must, Box::new(ConstScoreQuery::new(Box::new(term), 0.0))));
         }
+        if let (Some(from), Some(to)) = (q.from, q.to) {
+            if from > to {
+                return Ok(Hits { total: 0, hits: Vec::new() });
+            }
+        }
         if q.from.is_some() || q.to.is_some() {
+            // Tantivy panics on a date it cannot hold; no document lies beyond the ones an
+            // index holds, so a bound out there is moved to the edge.
             let bound = |s: Option<i64>| match s {
                 Some(s) => std::ops::Bound::Included(Term::from_field_date(
                     CREATED_AT,
-                    DateTime::from_timestamp_secs(s),
+                    DateTime::from_timestamp_secs(s.clamp(-MAX_CREATED_AT_S, MAX_CREATED_AT_S)),
                 )),
                 None => std::ops::Bound::Unbounded,
             };

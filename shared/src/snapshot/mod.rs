@@ -151,10 +151,25 @@ impl DuckSettings {
 }
 
 /// A time window `[from, to)` to export; both ends optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Window {
+    /// Only events at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<DateTime<Utc>>,
+    /// Only events before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<DateTime<Utc>>,
+}
+
+impl crate::http::FromParams for Window {
+    fn names() -> Vec<String> {
+        crate::http::declared::<Self>()
+    }
+
+    fn from_params(p: &crate::http::Params) -> crate::Result<Self> {
+        Ok(Window { from: p.time("from")?, to: p.time("to")? })
+    }
 }
 
 /// What one export did.
