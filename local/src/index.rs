@@ -22,7 +22,7 @@ pub struct Options {
 }
 
 /// Builds and publishes; returns the indexer's report (the benchmark reads its timings).
-pub async fn run(opts: Options) -> anyhow::Result<indexer::Report> {
+pub async fn run(opts: Options) -> anyhow::Result<indexer::IndexReport> {
     let cfg = quiver::Config::from_env()?;
     let ix = indexer::Indexer::new(&cfg).await?;
     let source = match opts.file {

@@ -1,7 +1,7 @@
 //! `quiver-local snapshot`: one export of `user_events` to Parquet in S3, exactly as the scheduled
 //! `snapshot` function does it, with a JSON report on stdout.
 
-use ::snapshot::{ExportReport, Settings, Snapshot, Window};
+use ::snapshot::{ExportReport, Snapshot, SnapshotSettings, Window};
 use chrono::{DateTime, Utc};
 
 fn time(name: &str, v: Option<&str>) -> anyhow::Result<Option<DateTime<Utc>>> {
@@ -28,7 +28,7 @@ pub async fn run(
         anyhow::ensure!(a < b, "--to must be later than --from");
     }
     let cfg = quiver::Config::from_env()?;
-    let mut settings = Settings::from_env(&cfg)?;
+    let mut settings = SnapshotSettings::from_env(&cfg)?;
     if let Some(p) = prefix {
         settings = settings.with_prefix(p);
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use common::PrivateStack;
 use quiver::generate::{Generator, Shape};
-use quiver::snapshot::{Settings, Window};
+use quiver::snapshot::{SnapshotSettings, Window};
 use quiver::testing::{TestApp, DAY_US};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,7 +24,7 @@ async fn valkey_stopped_mid_test_bypasses_then_hits_again() {
     let shape = Shape { end_us: day + DAY_US, window_days: 1, ..Shape::default() };
     quiver::ingest::bulk(&pg, &Generator::new(day as u64, shape), 0, 500, &|_| {}).await.unwrap();
     let prefix = format!("test-valkey-{}/snapshots/user_events", std::process::id());
-    let settings = Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
+    let settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
     let storage = quiver::storage::Storage::new(&cfg).await.unwrap();
     let window = Window {
         from: DateTime::from_timestamp_micros(day),

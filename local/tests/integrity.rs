@@ -94,7 +94,8 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
 
     // 3. A snapshot of the day: manifest count = DuckDB count = N.
     let prefix = format!("test-integrity-{run}/snapshots/user_events");
-    let mut settings = quiver::snapshot::Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
+    let mut settings =
+        quiver::snapshot::SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
     settings.check_every = std::time::Duration::from_secs(3600);
     let storage = quiver::storage::Storage::new(&cfg).await.unwrap();
     let window = quiver::snapshot::Window { from: Some(from), to: Some(to) };
@@ -130,7 +131,7 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     quiver::snapshot::export(
         &pg,
         &storage,
-        &quiver::snapshot::Settings::from_env(&cfg).unwrap().with_prefix(&prefix),
+        &quiver::snapshot::SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix),
         &window,
     )
     .await

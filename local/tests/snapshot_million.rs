@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::PrivateStack;
 use quiver::pg::Pg;
-use quiver::snapshot::{Settings, Snapshots, Window};
+use quiver::snapshot::{SnapshotSettings, Snapshots, Window};
 use quiver::storage::Storage;
 use quiver::testing::TestApp;
 
@@ -24,7 +24,7 @@ async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
     cfg.database_url = Some(stack.database_url());
     cfg.pg_timeout = Duration::from_secs(30);
     let prefix = format!("test-million-{}/snapshots/user_events", std::process::id());
-    let settings = Settings::from_env(&cfg).unwrap().with_prefix(&prefix);
+    let settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
     let pg = Pg::new(&cfg).unwrap();
     let storage = Storage::new(&cfg).await.unwrap();
 

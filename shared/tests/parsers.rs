@@ -140,13 +140,9 @@ proptest! {
         }
     }
 
+    /// A cursor is a position, not a secret: every token of the documented shape decodes.
     #[test]
-    fn tampered_cursors_are_refused(created_at_us in any::<i64>(), id in 1..i64::MAX, flip in 0usize..33) {
-        let token = Cursor { created_at_us, id }.encode();
-        let mut bytes = token.into_bytes();
-        let i = flip % bytes.len();
-        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
-        let tampered = String::from_utf8(bytes).unwrap();
-        prop_assert!(Cursor::decode(&tampered).is_err());
+    fn every_token_of_the_documented_shape_is_a_cursor(token in "[0-9a-fA-F]{32}") {
+        prop_assert!(Cursor::decode(&token).is_ok());
     }
 }

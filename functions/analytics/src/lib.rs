@@ -18,7 +18,7 @@ use quiver::cache::{Answer, Cache, Computed, Key, Status};
 use quiver::config::ConfigError;
 use quiver::http::{declared, json, FromParams, Params, Query, ServerTiming, X_CACHE};
 use quiver::pg::Pg;
-use quiver::snapshot::{Settings, Snapshots, Table};
+use quiver::snapshot::{SnapshotSettings, Snapshots, Table};
 use quiver::storage::Storage;
 use quiver::time::ms;
 use quiver::ResultExt;
@@ -45,13 +45,13 @@ pub struct Analytics {
 
 impl Analytics {
     pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+        Self::with_settings(cfg, SnapshotSettings::from_env(cfg)?).await
     }
 
     /// With explicit settings (tests follow their own S3 prefix).
     pub async fn with_settings(
         cfg: &Config,
-        settings: Settings,
+        settings: SnapshotSettings,
     ) -> std::result::Result<Arc<Self>, ConfigError> {
         let cache = Cache::from_config(cfg)?;
         cache.connect().await;

@@ -50,8 +50,7 @@ pub struct Check {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = HealthReport)]
-pub struct Report {
+pub struct HealthReport {
     /// `ok` when every dependency answered, `degraded` otherwise.
     #[schema(value_type = String)]
     pub status: &'static str,
@@ -99,7 +98,7 @@ where
 }
 
 /// Probes every dependency concurrently, each bounded by `QUIVER_HEALTH_TIMEOUT_MS`.
-pub async fn report(h: &Health) -> Report {
+pub async fn report(h: &Health) -> HealthReport {
     let t = h.timeout;
     let (pg, valkey, s3) = tokio::join!(
         probe(t, "QUIVER_DATABASE_URL", h.pg.as_ref().map(|p| p.ping())),
@@ -115,7 +114,7 @@ pub async fn report(h: &Health) -> Report {
             "health check failed"
         );
     }
-    Report {
+    HealthReport {
         status: if all_ok { "ok" } else { "degraded" },
         version: quiver::VERSION,
         dependencies,
@@ -126,8 +125,8 @@ pub async fn report(h: &Health) -> Report {
 /// `QUIVER_HEALTH_TIMEOUT_MS`).
 #[utoipa::path(get, path = "/health", tag = "health",
     responses(
-        (status = 200, description = "Every dependency answered.", body = Report),
-        (status = 503, description = "At least one did not; each one's `error` says why.", body = Report),
+        (status = 200, description = "Every dependency answered.", body = HealthReport),
+        (status = 503, description = "At least one did not; each one's `error` says why.", body = HealthReport),
     ))]
 async fn health(State(h): State<Arc<Health>>) -> Response {
     let r = report(&h).await;
@@ -141,8 +140,8 @@ async fn health(State(h): State<Arc<Health>>) -> Response {
 /// The same as `/health`: `cargo lambda watch` serves this function at `/lambda-url/health/`.
 #[utoipa::path(get, path = "/", tag = "health",
     responses(
-        (status = 200, description = "Every dependency answered.", body = Report),
-        (status = 503, description = "At least one did not.", body = Report),
+        (status = 200, description = "Every dependency answered.", body = HealthReport),
+        (status = 503, description = "At least one did not.", body = HealthReport),
     ))]
 async fn root(state: State<Arc<Health>>) -> Response {
     health(state).await

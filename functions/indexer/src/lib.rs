@@ -38,7 +38,7 @@ const DEFAULT_SEED: u64 = 42;
 
 /// Where to publish and how to build.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct IndexerSettings {
     /// `QUIVER_INDEX_PREFIX` (default `indexes/docs`).
     pub prefix: String,
     /// `QUIVER_KEEP_VERSIONS` (default 3): published versions kept after a publish.
@@ -52,11 +52,11 @@ pub struct Settings {
     pub build: BuildOptions,
 }
 
-impl Settings {
+impl IndexerSettings {
     pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
         let nonempty =
             |v: &str| std::env::var(v).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        Ok(Settings {
+        Ok(IndexerSettings {
             prefix: nonempty("QUIVER_INDEX_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into()),
             keep: quiver::config::setting("QUIVER_KEEP_VERSIONS", 3, 1..=1000)? as usize,
             work_dir: PathBuf::from(&cfg.tmp_dir).join("quiver-indexer"),
@@ -99,8 +99,7 @@ impl Source {
 
 /// What one run did, with the time each step took.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = IndexReport)]
-pub struct Report {
+pub struct IndexReport {
     pub version: String,
     pub source: String,
     pub docs: u64,
@@ -124,19 +123,19 @@ pub struct Report {
 /// the writer heap is sized for the instance's memory.
 pub struct Indexer {
     storage: Storage,
-    settings: Settings,
+    settings: IndexerSettings,
     busy: tokio::sync::Mutex<()>,
 }
 
 impl Indexer {
     pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+        Self::with_settings(cfg, IndexerSettings::from_env(cfg)?).await
     }
 
     /// With explicit settings (tests publish under their own prefix).
     pub async fn with_settings(
         cfg: &Config,
-        settings: Settings,
+        settings: IndexerSettings,
     ) -> std::result::Result<Arc<Self>, ConfigError> {
         let mut cfg = cfg.clone();
         cfg.s3_timeout = cfg.s3_timeout.max(UPLOAD_TIMEOUT);
@@ -147,7 +146,7 @@ impl Indexer {
         }))
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &IndexerSettings {
         &self.settings
     }
 
@@ -163,7 +162,7 @@ impl Indexer {
 
     /// Builds, packs, publishes and prunes. Bad documents are a 400 naming the line; nothing is
     /// published unless the whole source indexed.
-    pub async fn run(&self, source: Source) -> Result<Report> {
+    pub async fn run(&self, source: Source) -> Result<IndexReport> {
         let _one_at_a_time = self.busy.lock().await;
         let started = Instant::now();
         let version = artifact::new_version();
@@ -221,7 +220,7 @@ impl Indexer {
             tracing::warn!(error = %e, prefix = %self.settings.prefix, "retention failed; old versions kept");
             Vec::new()
         });
-        let report = Report {
+        let report = IndexReport {
             version,
             source: label,
             docs: built.docs,
@@ -404,7 +403,7 @@ pub fn routes(state: Arc<Indexer>) -> Router {
     request_body(content = String, content_type = "application/x-ndjson",
         description = "Optional: JSONL of `{id, title, body, tags?, created_at?}` (at most 6 MB), instead of `corpus` or `key`."),
     responses(
-        (status = 201, description = "Indexed, packed, uploaded and published.", body = Report),
+        (status = 201, description = "Indexed, packed, uploaded and published.", body = IndexReport),
         (status = 413, description = "A body over 6 MB.", body = quiver::error::Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not JSONL.", body = quiver::error::Problem, content_type = "application/problem+json"),
     ))]

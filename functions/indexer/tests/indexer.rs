@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexer::{Indexer, Settings, Source};
+use indexer::{Indexer, IndexerSettings, Source};
 use quiver::artifact;
 use quiver::search::{self, BuildOptions, Corpus};
 use quiver::storage::Storage;
 use quiver::testing::{free_port, service_config, TestApp};
 
 struct Fixture {
-    settings: Settings,
+    settings: IndexerSettings,
     dir: PathBuf,
 }
 
@@ -20,7 +20,7 @@ impl Fixture {
     fn new(name: &str, keep: usize) -> Self {
         let unique = quiver::testing::unique_name(name);
         let dir = std::env::temp_dir().join("quiver-indexer-tests").join(&unique);
-        let settings = Settings {
+        let settings = IndexerSettings {
             prefix: format!("test/indexer/{unique}/docs"),
             keep,
             work_dir: dir.join("work"),

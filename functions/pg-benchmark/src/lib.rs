@@ -100,7 +100,7 @@ impl FromParams for Rounds {
 /// Each row-decoding approach (`dynamic`, `typed`, `polars`, `copy_binary`) timed over `runs`
 /// rounds after a warm-up, with query and decode apart.
 #[utoipa::path(get, path = "/samples/pg/benchmark", tag = "pg-benchmark", params(Target, Rounds),
-    responses((status = 200, description = "Percentiles per approach and which was fastest.", body = pg_bench::Report)))]
+    responses((status = 200, description = "Percentiles per approach and which was fastest.", body = pg_bench::DecodeReport)))]
 async fn benchmark(State(s): State<Arc<PgBenchmark>>, Query(q): Query<Rounds>) -> Result<Response> {
     let report = pg_bench::benchmark(&s.pg, q.target.user_id, q.target.limit, q.runs).await?;
     Ok(json(StatusCode::OK, &report))

@@ -29,7 +29,7 @@ use quiver::config::ConfigError;
 use quiver::http::{
     declared, json, read_body, FromParams, Params, Query, ServerTiming, MAX_BODY_BYTES,
 };
-use quiver::process::{self, Stats, MAX_GENERATED};
+use quiver::process::{self, BatchStats, MAX_GENERATED};
 use quiver::time::ms;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
@@ -80,7 +80,7 @@ struct BatchTimings {
 struct BatchReport {
     batch_id: String,
     #[serde(flatten)]
-    stats: Stats,
+    stats: BatchStats,
     timings: BatchTimings,
 }
 
@@ -96,7 +96,7 @@ struct GeneratedReport {
     size: usize,
     seed: u64,
     #[serde(flatten)]
-    stats: Stats,
+    stats: BatchStats,
     timings: GeneratedTimings,
 }
 

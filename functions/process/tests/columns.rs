@@ -67,7 +67,7 @@ fn each_rule_names_the_index_and_field() {
             "data[1].value",
         ),
         (r#"{"id":1,"timestamp":"yesterday","category":"A","value":1}"#, "data[1].timestamp"),
-        (r#"{"id":1,"timestamp":-5,"category":"A","value":1}"#, "data[1].timestamp"),
+        (r#"{"id":1,"timestamp":-62167219201,"category":"A","value":1}"#, "data[1].timestamp"),
         (r#"{"id":1.5,"timestamp":0,"category":"A","value":1}"#, "data[1].id"),
         (r#"{"timestamp":0,"category":"A","value":1}"#, "data[1].id"),
         (r#"{"id":1,"timestamp":0,"category":"A","value":1,"value":2}"#, "data[1].value"),

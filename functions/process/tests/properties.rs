@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use quiver::process::{
-    aggregate, generate, parse, CategoryStats, Stats, TagCount, MAX_EPOCH_S, TOP_TAGS,
+    aggregate, generate, parse, BatchStats, CategoryStats, TagCount, MAX_EPOCH_S, TOP_TAGS,
 };
 use serde_json::{json, Value};
 
@@ -29,7 +29,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The straightforward computation: sums, sorts and maps, nothing clever.
-fn reference(rows: &[(&str, f64)], tags: &[&str]) -> Stats {
+fn reference(rows: &[(&str, f64)], tags: &[&str]) -> BatchStats {
     let mut values: Vec<f64> = rows.iter().map(|r| r.1).collect();
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mut cats: BTreeMap<&str, (u64, f64, f64, f64)> = BTreeMap::new();
@@ -48,7 +48,7 @@ fn reference(rows: &[(&str, f64)], tags: &[&str]) -> Stats {
         counts.into_iter().map(|(t, c)| TagCount { tag: t.to_string(), count: c }).collect();
     by_tag.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tag.cmp(&b.tag)));
     by_tag.truncate(TOP_TAGS);
-    Stats {
+    BatchStats {
         total_records: rows.len() as u64,
         mean_value: values.iter().sum::<f64>() / values.len() as f64,
         min_value: values[0],
@@ -73,7 +73,7 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
-fn assert_matches(got: &Stats, want: &Stats) {
+fn assert_matches(got: &BatchStats, want: &BatchStats) {
     assert_eq!(got.total_records, want.total_records);
     assert!(
         close(got.mean_value, want.mean_value),

@@ -38,7 +38,7 @@ pub const MAX_Q_CHARS: usize = 256;
 
 /// Where the index comes from and how often to look for a new one.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SearchSettings {
     /// S3 prefix holding `manifest.json` and the versions (`QUIVER_INDEX_PREFIX`, default `indexes/docs`).
     pub prefix: String,
     /// Where versions are unpacked (`<QUIVER_TMP_DIR>/quiver-search`).
@@ -47,9 +47,9 @@ pub struct Settings {
     pub check_every: Duration,
 }
 
-impl Settings {
+impl SearchSettings {
     pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
-        Ok(Settings {
+        Ok(SearchSettings {
             prefix: std::env::var("QUIVER_INDEX_PREFIX")
                 .ok()
                 .filter(|p| !p.trim().is_empty())
@@ -81,13 +81,13 @@ pub struct Warm {
 
 impl Search {
     pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+        Self::with_settings(cfg, SearchSettings::from_env(cfg)?).await
     }
 
     /// With explicit settings (tests and benchmarks follow their own prefix and directory).
     pub async fn with_settings(
         cfg: &Config,
-        s: Settings,
+        s: SearchSettings,
     ) -> std::result::Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Search {
             tracker: Tracker::new(Storage::new(cfg).await?, &s.prefix, s.dir, s.check_every),
@@ -168,7 +168,8 @@ pub fn routes(state: Arc<Search>) -> Router {
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Tantivy query syntax: terms, "phrases", AND/OR, field:term (title, body). Parsed
-    /// leniently: what is not valid syntax is searched as plain words, never refused.
+    /// leniently: a part that is not valid (an unclosed group, an unknown field) is dropped,
+    /// never refused.
     #[param(min_length = 1, max_length = 256)]
     pub q: String,
     /// Results per page (default 10).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use indexer::{Indexer, Source};
 use quiver::search::{BuildOptions, Corpus};
 use quiver::testing::{free_port, service_config, TestApp};
-use search::{Search, Settings};
+use search::{Search, SearchSettings};
 use serde_json::Value;
 
 struct Fixture {
@@ -23,7 +23,7 @@ impl Fixture {
         let unique = quiver::testing::unique_name(name);
         let prefix = format!("test/search/{unique}/docs");
         let dir = std::env::temp_dir().join("quiver-search-tests").join(&unique);
-        let settings = indexer::Settings {
+        let settings = indexer::IndexerSettings {
             prefix: prefix.clone(),
             keep: 3,
             work_dir: dir.join("work"),
@@ -35,8 +35,11 @@ impl Fixture {
     }
 
     async fn search(&self, check_every: Duration) -> Arc<Search> {
-        let settings =
-            Settings { prefix: self.prefix.clone(), dir: self.dir.join("search"), check_every };
+        let settings = SearchSettings {
+            prefix: self.prefix.clone(),
+            dir: self.dir.join("search"),
+            check_every,
+        };
         // A loaded test machine can take longer than the 25 ms default for the first Valkey call,
         // which would turn an expected MISS into a BYPASS.
         let mut cfg = service_config();
@@ -44,7 +47,7 @@ impl Fixture {
         Search::with_settings(&cfg, settings).await.unwrap()
     }
 
-    async fn publish_jsonl(&self, lines: &[Value]) -> indexer::Report {
+    async fn publish_jsonl(&self, lines: &[Value]) -> indexer::IndexReport {
         let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
         self.indexer.run(Source::Body(body.into())).await.unwrap()
     }
@@ -281,7 +284,7 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
     storage.client.put_object().bucket(&storage.bucket).key(&key).body(body).send().await.unwrap();
     let fresh = Search::with_settings(
         &cfg,
-        Settings {
+        SearchSettings {
             prefix: f.prefix.clone(),
             dir: f.dir.join("fresh"),
             check_every: Duration::from_secs(3600),
@@ -336,7 +339,7 @@ async fn the_lambda_event_is_served() {
 async fn s3_down_is_503_and_valkey_down_is_a_bypass() {
     let f = Fixture::new("down").await;
     f.publish_jsonl(&small_corpus()).await;
-    let settings = |d: &str| Settings {
+    let settings = |d: &str| SearchSettings {
         prefix: f.prefix.clone(),
         dir: f.dir.join(d),
         check_every: Duration::from_secs(3600),

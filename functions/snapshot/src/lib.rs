@@ -11,7 +11,7 @@ use http::StatusCode;
 use quiver::config::ConfigError;
 use quiver::http::{json, Query};
 use quiver::pg::Pg;
-pub use quiver::snapshot::{ExportReport, Settings, Window};
+pub use quiver::snapshot::{ExportReport, SnapshotSettings, Window};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,19 +22,19 @@ use utoipa_axum::routes;
 pub struct Snapshot {
     pg: Pg,
     storage: Storage,
-    settings: Settings,
+    settings: SnapshotSettings,
     running: tokio::sync::Mutex<()>,
 }
 
 impl Snapshot {
     pub async fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Self::with_settings(cfg, Settings::from_env(cfg)?).await
+        Self::with_settings(cfg, SnapshotSettings::from_env(cfg)?).await
     }
 
     /// With explicit settings (tests use their own S3 prefix and retention).
     pub async fn with_settings(
         cfg: &Config,
-        settings: Settings,
+        settings: SnapshotSettings,
     ) -> std::result::Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Snapshot {
             pg: Pg::new(cfg)?,

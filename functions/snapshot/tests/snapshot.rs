@@ -14,7 +14,7 @@ use quiver::storage::Storage;
 use quiver::testing::{service_config, TestApp};
 use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
 use serde_json::Value;
-use snapshot::{Settings, Snapshot, Window};
+use snapshot::{Snapshot, SnapshotSettings, Window};
 
 fn at(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap()
@@ -26,7 +26,7 @@ fn unique_prefix(tag: &str) -> String {
 
 async fn state(prefix: &str, keep: usize) -> Arc<Snapshot> {
     let cfg = service_config();
-    let mut settings = Settings::from_env(&cfg).unwrap().with_prefix(prefix);
+    let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(prefix);
     settings.keep = keep;
     Snapshot::with_settings(&cfg, settings).await.unwrap()
 }

@@ -66,7 +66,7 @@ pub struct Plan {
 
 /// What a run measured. Latencies in µs.
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Report {
+pub struct LoadReport {
     pub connections: usize,
     pub sent: u64,
     pub received: u64,
@@ -169,7 +169,7 @@ async fn connection(
 /// drives its share of the connections: a request and its connection task never wake another
 /// thread, so the client adds no cross-thread wake-ups to the latency it measures (as `wrk`'s
 /// event loops do not).
-pub async fn run(plan: &Plan) -> Result<Report> {
+pub async fn run(plan: &Plan) -> Result<LoadReport> {
     anyhow::ensure!(
         !plan.requests.is_empty() && plan.connections > 0,
         "a plan needs requests and connections"
@@ -220,7 +220,7 @@ pub async fn run(plan: &Plan) -> Result<Report> {
     })
     .await??;
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut r = Report { connections: plan.connections, ..Default::default() };
+    let mut r = LoadReport { connections: plan.connections, ..Default::default() };
     let mut longest = Duration::ZERO;
     for (h, sent, non_2xx, errors, took) in measured {
         all.add(&h)?;

@@ -96,8 +96,7 @@ impl Comparison {
 
 /// One approach's figures over the counted runs.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = DecodeStats)]
-pub struct Stats {
+pub struct DecodeStats {
     pub query_ms: Spread,
     pub decode_ms: Spread,
     pub total_ms: Spread,
@@ -111,14 +110,13 @@ pub struct Stats {
 
 /// `GET /samples/pg/benchmark`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = DecodeReport)]
-pub struct Report {
+pub struct DecodeReport {
     pub dataset_size: usize,
     pub user_id: i32,
     pub limit: i64,
     pub runs: usize,
-    #[schema(value_type = BTreeMap<String, Stats>)]
-    pub approaches: ByApproach<Stats>,
+    #[schema(value_type = BTreeMap<String, DecodeStats>)]
+    pub approaches: ByApproach<DecodeStats>,
     pub comparison: Comparison,
     /// Whether every approach's body was byte-identical to `typed`'s in the warm-up round.
     pub identical_json: bool,
@@ -164,7 +162,7 @@ async fn warm_up(s: &Session) -> Result<(usize, bool)> {
 }
 
 /// `runs` counted rounds of every approach after one warm-up round, rotating the order each run.
-pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result<Report> {
+pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result<DecodeReport> {
     let s = Session::open(pg, user_id, limit).await?;
     let (dataset_size, identical_json) = warm_up(&s).await?;
     let mut samples: Vec<(Approach, Vec<Outcome>)> =
@@ -175,13 +173,13 @@ pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result
             samples.iter_mut().find(|(k, _)| *k == a).expect("every approach has a slot").1.push(o);
         }
     }
-    let stats: Vec<(Approach, Stats)> = samples
+    let stats: Vec<(Approach, DecodeStats)> = samples
         .iter()
         .map(|(a, os)| {
             let last = os.last();
             let spread =
                 |f: fn(&Outcome) -> Duration| Spread::of(&os.iter().map(f).collect::<Vec<_>>());
-            let stats = Stats {
+            let stats = DecodeStats {
                 query_ms: spread(|o| o.query),
                 decode_ms: spread(|o| o.decode),
                 total_ms: spread(Outcome::total),
@@ -193,7 +191,7 @@ pub async fn benchmark(pg: &Pg, user_id: i32, limit: i64, runs: usize) -> Result
         })
         .collect();
     let totals: Vec<(Approach, f64)> = stats.iter().map(|(a, s)| (*a, s.total_ms.p50)).collect();
-    Ok(Report {
+    Ok(DecodeReport {
         dataset_size,
         user_id,
         limit,

@@ -1,12 +1,12 @@
 use polars::prelude::*;
 
-use super::{CategoryStats, Columns, Stats, TagCount, TOP_TAGS};
+use super::{BatchStats, CategoryStats, Columns, TagCount, TOP_TAGS};
 use crate::error::ResultExt;
 use crate::error::{Error, Result};
 
 /// The statistics of a non-empty batch, computed by Polars over a DataFrame built from the
 /// columns as they are (the vectors move into Polars; nothing is copied).
-pub fn aggregate(cols: Columns) -> Result<Stats> {
+pub fn aggregate(cols: Columns) -> Result<BatchStats> {
     let n = cols.values.len();
     if n == 0 {
         return Err(Error::Internal("aggregate called with an empty batch".into()));
@@ -108,7 +108,7 @@ pub fn aggregate(cols: Columns) -> Result<Stats> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Stats {
+    Ok(BatchStats {
         total_records: u64_at(&summary, "n", 0)?,
         mean_value: f64_at(&summary, "mean", 0)?,
         min_value: f64_at(&summary, "min", 0)?,

@@ -20,11 +20,10 @@ pub(super) fn check_id(v: &Scalar) -> std::result::Result<i64, String> {
     }
 }
 
-/// Any RFC 3339 date-time (years 0000 to 9999, any offset), or whole epoch seconds from
-/// `MIN_EPOCH_S` to `MAX_EPOCH_S`: exactly what the document's `oneOf` allows.
+/// Any RFC 3339 date-time (years 0000 to 9999, any offset), or epoch seconds from `MIN_EPOCH_S`
+/// to `MAX_EPOCH_S`: exactly what the document's `oneOf` allows.
 pub(super) fn check_timestamp(v: &Scalar) -> std::result::Result<i64, String> {
-    let range =
-        || format!("as epoch seconds must be a whole number from {MIN_EPOCH_S} to {MAX_EPOCH_S}");
+    let range = || format!("as epoch seconds must be from {MIN_EPOCH_S} to {MAX_EPOCH_S}");
     match v {
         Scalar::Str(s) => crate::time::parse_rfc3339_us(s).ok_or_else(|| {
             format!(
@@ -33,8 +32,8 @@ pub(super) fn check_timestamp(v: &Scalar) -> std::result::Result<i64, String> {
             )
         }),
         Scalar::Int(s) if (MIN_EPOCH_S..=MAX_EPOCH_S).contains(s) => Ok(s * 1_000_000),
-        Scalar::Float(s) if s.fract() == 0.0 && (MIN_EPOCH_S as f64..=MAX_EPOCH_S as f64).contains(s) => {
-            Ok(*s as i64 * 1_000_000)
+        Scalar::Float(s) if (MIN_EPOCH_S as f64..=MAX_EPOCH_S as f64).contains(s) => {
+            Ok((s * 1e6).round() as i64)
         }
         Scalar::Int(_) | Scalar::BigInt | Scalar::Float(_) => Err(range()),
         other => Err(format!("must be an RFC 3339 string or epoch seconds, got {}", other.kind())),

@@ -99,15 +99,14 @@ pub struct PointInput {
 #[allow(dead_code)]
 pub struct Tag(String);
 
-/// `oneOf` an RFC 3339 string and whole epoch seconds from `MIN_EPOCH_S` to `MAX_EPOCH_S`.
+/// `oneOf` an RFC 3339 string and epoch seconds (a number) from `MIN_EPOCH_S` to `MAX_EPOCH_S`.
 fn timestamp_schema() -> utoipa::openapi::Schema {
     use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
     let text = ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
     let seconds = ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .schema_type(Type::Number)
         .minimum(Some(MIN_EPOCH_S as f64))
         .maximum(Some(MAX_EPOCH_S as f64));
     utoipa::openapi::Schema::OneOf(OneOfBuilder::new().item(text).item(seconds).build())
@@ -122,8 +121,7 @@ pub struct Batch {
 
 /// What `aggregate` computes: the reference's response, with deterministic ordering.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[schema(as = BatchStats)]
-pub struct Stats {
+pub struct BatchStats {
     pub total_records: u64,
     pub mean_value: f64,
     pub min_value: f64,

@@ -78,8 +78,8 @@ impl IndexHandle {
         Ok(IndexHandle { doc_count: searcher.num_docs(), searcher, parser, _reader: reader })
     }
 
-    /// Runs `q`, parsed leniently: what is not valid syntax (an unclosed quote, an unknown field)
-    /// is searched as plain words rather than refused. CPU work: call from a blocking thread
+    /// Runs `q`, parsed leniently: a part that is not valid (an unclosed group, an unknown
+    /// field) is dropped rather than refused. CPU work: call from a blocking thread
     /// when the index is large.
     pub fn search(&self, q: &SearchQuery) -> Result<Hits> {
         let (text, _ignored) = self.parser.parse_query_lenient(q.q);
@@ -115,12 +115,18 @@ impl IndexHandle {
         };
         let collector =
             (Count, TopDocs::with_limit(q.limit.max(1)).and_offset(q.offset).order_by_score());
-        let (total, top) = self.searcher.search(&*query, &collector).map_err(|e| match e {
-            tantivy::TantivyError::InvalidArgument(m) | tantivy::TantivyError::SchemaError(m) => {
-                Error::bad_param("q", m)
+        let (total, top) = match self.searcher.search(&*query, &collector) {
+            Ok(found) => found,
+            // `nosuchfield:*` gets past the lenient parser as "documents that have that field":
+            // none do.
+            Err(tantivy::TantivyError::FieldNotFound(_)) => {
+                return Ok(Hits { total: 0, hits: Vec::new() })
             }
-            other => Error::Internal(format!("searching {:?}: {other}", q.q)),
-        })?;
+            Err(
+                tantivy::TantivyError::InvalidArgument(m) | tantivy::TantivyError::SchemaError(m),
+            ) => return Err(Error::bad_param("q", m)),
+            Err(other) => return Err(Error::Internal(format!("searching {:?}: {other}", q.q))),
+        };
         let mut snippets = SnippetGenerator::create(&self.searcher, &*query, BODY)
             .internal("building the snippet generator")?;
         snippets.set_max_num_chars(SNIPPET_CHARS);

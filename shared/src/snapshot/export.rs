@@ -7,8 +7,8 @@ use duckdb::Connection;
 
 use super::load::sql_string;
 use super::{
-    duck_err, DuckSettings, ExportReport, Settings, Window, BATCHES_IN_FLIGHT, FETCH_ROWS, NAME,
-    ROWS_PER_PART, SCHEMA,
+    duck_err, DuckSettings, ExportReport, SnapshotSettings, Window, BATCHES_IN_FLIGHT, FETCH_ROWS,
+    NAME, ROWS_PER_PART, SCHEMA,
 };
 use crate::error::{Error, Result};
 use crate::time::{ms, rfc3339, DAY_US};
@@ -34,7 +34,7 @@ const STATS_SQL: &str = "SELECT count(*), min(created_at), max(created_at) FROM 
 pub async fn export(
     pg: &crate::pg::Pg,
     storage: &crate::storage::Storage,
-    settings: &Settings,
+    settings: &SnapshotSettings,
     window: &Window,
 ) -> Result<ExportReport> {
     let started = Instant::now();
@@ -62,7 +62,7 @@ pub async fn export(
 async fn export_into(
     pg: &crate::pg::Pg,
     storage: &crate::storage::Storage,
-    settings: &Settings,
+    settings: &SnapshotSettings,
     window: &Window,
     version: &str,
     dir: &Path,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use duckdb::Connection;
 
-use super::{duck_err, DuckSettings, Settings, NAME};
+use super::{duck_err, DuckSettings, SnapshotSettings, NAME};
 use crate::error::{Error, Result};
 use crate::events::EventType;
 use crate::time::ms;
@@ -194,7 +194,7 @@ pub struct Snapshots {
 
 #[cfg(feature = "s3")]
 impl Snapshots {
-    pub fn new(storage: crate::storage::Storage, settings: &Settings) -> Self {
+    pub fn new(storage: crate::storage::Storage, settings: &SnapshotSettings) -> Self {
         let dir = settings.tmp_dir.join("quiver-snapshots").join(settings.prefix.replace('/', "_"));
         Snapshots {
             tracker: crate::artifact::Tracker::new(

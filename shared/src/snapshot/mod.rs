@@ -63,7 +63,7 @@ pub const SCHEMA: [(&str, &str); 12] = [
 
 /// Snapshot settings, read once at init.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SnapshotSettings {
     /// S3 prefix of the artifact (tests use their own).
     pub prefix: String,
     /// `QUIVER_KEEP_VERSIONS` (default 3): versions kept in S3 after a publish.
@@ -77,7 +77,7 @@ pub struct Settings {
     pub duck: DuckSettings,
 }
 
-impl Settings {
+impl SnapshotSettings {
     pub fn from_env(cfg: &Config) -> std::result::Result<Self, ConfigError> {
         Self::from_vars(cfg, &std::env::vars().collect())
     }
@@ -91,7 +91,7 @@ impl Settings {
             crate::config::setting_in(vars, var, default, min..=max)
         };
         let tmp_dir = PathBuf::from(&cfg.tmp_dir);
-        Ok(Settings {
+        Ok(SnapshotSettings {
             prefix: PREFIX.to_string(),
             keep: num("QUIVER_KEEP_VERSIONS", 3, 1, 1000)? as usize,
             check_every: Duration::from_secs(num("QUIVER_SNAPSHOT_CHECK_S", 30, 0, 86_400)?),
@@ -168,7 +168,14 @@ impl crate::http::FromParams for Window {
     }
 
     fn from_params(p: &crate::http::Params) -> crate::Result<Self> {
-        Ok(Window { from: p.time("from")?, to: p.time("to")? })
+        let w = Window { from: p.time("from")?, to: p.time("to")? };
+        // Unlike a query's empty window, an empty export would publish an empty snapshot.
+        if let (Some(from), Some(to)) = (w.from, w.to) {
+            if from >= to {
+                return Err(crate::Error::bad_param("to", "must be later than from"));
+            }
+        }
+        Ok(w)
     }
 }
 

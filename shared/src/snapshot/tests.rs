@@ -40,14 +40,14 @@ fn settings_name_the_bad_variable() {
     let vars =
         |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect::<HashMap<_, _>>();
     assert_eq!(
-        Settings::from_vars(&cfg, &vars("QUIVER_KEEP_VERSIONS", "0")).unwrap_err().var,
+        SnapshotSettings::from_vars(&cfg, &vars("QUIVER_KEEP_VERSIONS", "0")).unwrap_err().var,
         "QUIVER_KEEP_VERSIONS"
     );
     assert_eq!(
-        Settings::from_vars(&cfg, &vars("QUIVER_SNAPSHOT_CHECK_S", "x")).unwrap_err().var,
+        SnapshotSettings::from_vars(&cfg, &vars("QUIVER_SNAPSHOT_CHECK_S", "x")).unwrap_err().var,
         "QUIVER_SNAPSHOT_CHECK_S"
     );
-    let s = Settings::from_vars(&cfg, &HashMap::new()).unwrap();
+    let s = SnapshotSettings::from_vars(&cfg, &HashMap::new()).unwrap();
     assert_eq!((s.keep, s.check_every, s.prefix.as_str()), (3, Duration::from_secs(30), PREFIX));
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::Workload;
-use crate::bench::loadgen::{self, Plan, Report, Req, Stop};
+use crate::bench::loadgen::{self, LoadReport, Plan, Req, Stop};
 use crate::bench::{pin, Ctx, Row};
 
 /// Sends `req` once and fails unless it answers 2xx: the route a workload measures must be there.
@@ -31,7 +31,12 @@ pub async fn route(ctx: &Ctx, req: Req) -> Result<()> {
 }
 
 /// Runs `requests` on `connections` against `quiver-local serve` until `stop`, after the warm-up.
-pub async fn load(ctx: &Ctx, requests: Vec<Req>, connections: usize, stop: Stop) -> Result<Report> {
+pub async fn load(
+    ctx: &Ctx,
+    requests: Vec<Req>,
+    connections: usize,
+    stop: Stop,
+) -> Result<LoadReport> {
     let plan = Plan { addr: ctx.serve, requests, connections, warmup: ctx.warmup(), stop };
     loadgen::run(&plan).await
 }
@@ -41,7 +46,7 @@ pub async fn load(ctx: &Ctx, requests: Vec<Req>, connections: usize, stop: Stop)
 pub async fn latency_and_throughput(
     ctx: &Ctx,
     requests: Vec<Req>,
-) -> Result<(Report, Report, bool)> {
+) -> Result<(LoadReport, LoadReport, bool)> {
     let pinned = pin(ctx.server_pid, "1") && pin(std::process::id(), "0");
     let lat = load(ctx, requests.clone(), 1, Stop::After(ctx.measure_for())).await;
     pin(ctx.server_pid, "0,1");
@@ -52,12 +57,12 @@ pub async fn latency_and_throughput(
 }
 
 /// The figure of a latency row.
-pub fn p50_p99(r: &Report) -> String {
+pub fn p50_p99(r: &LoadReport) -> String {
     format!("p50 {} / p99 {}", us(r.p50_us), us(r.p99_us))
 }
 
 /// The figure of a latency-and-throughput row.
-pub fn latency_and_rps(lat: &Report, thr: &Report, pinned: bool) -> String {
+pub fn latency_and_rps(lat: &LoadReport, thr: &LoadReport, pinned: bool) -> String {
     format!(
         "p50 {} / p99 {}{}; {:.0} req/s at {}",
         us(lat.p50_us),
@@ -102,7 +107,7 @@ pub async fn through_lambda(
 }
 
 /// Fails a run that had any error or non-2xx answer.
-pub fn check(r: &Report) -> Result<()> {
+pub fn check(r: &LoadReport) -> Result<()> {
     anyhow::ensure!(
         r.errors == 0 && r.non_2xx == 0,
         "{} errors and {} non-2xx answers out of {}",

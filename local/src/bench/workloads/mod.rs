@@ -39,12 +39,12 @@ pub async fn prepare(opts: &Options) -> Result<()> {
             m.and_then(|(m, _)| m.meta.get(field).and_then(|v| v.as_u64()))
         }
     };
-    let snapshots = quiver::snapshot::Settings::from_env(&cfg)?.prefix;
+    let snapshots = quiver::snapshot::SnapshotSettings::from_env(&cfg)?.prefix;
     if seeded || published(snapshots, "row_count").await != Some(events) {
         eprintln!("bench: publishing a snapshot of {events} events");
         crate::snapshot::run(None, None, None, None).await?;
     }
-    let indexes = indexer::Settings::from_env(&cfg)?.prefix;
+    let indexes = indexer::IndexerSettings::from_env(&cfg)?.prefix;
     if published(indexes, "doc_count").await != Some(opts.docs) {
         eprintln!("bench: publishing an index of {} reference documents", opts.docs);
         let o = crate::index::Options {

@@ -16,7 +16,7 @@ use crate::bench::{Ctx, Row};
 /// checksum, unpack, open). In-process: these are build times, not HTTP latencies.
 pub async fn indexing(ctx: &Ctx) -> Result<Vec<Row>> {
     let cfg = quiver::Config::from_env()?;
-    let mut settings = indexer::Settings::from_env(&cfg)?;
+    let mut settings = indexer::IndexerSettings::from_env(&cfg)?;
     settings.prefix = "bench/indexes/docs".into();
     settings.keep = 1;
     let prefix = settings.prefix.clone();
@@ -42,7 +42,7 @@ pub async fn indexing(ctx: &Ctx) -> Result<Vec<Row>> {
             std::path::PathBuf::from(&cfg.tmp_dir).join("quiver-bench-search").join(&r.version);
         let reader = ::search::Search::with_settings(
             &cfg,
-            ::search::Settings {
+            ::search::SearchSettings {
                 prefix: prefix.clone(),
                 dir: dir.clone(),
                 check_every: Duration::from_secs(3600),
