@@ -23,8 +23,9 @@ pub const PROBLEM: &str = "application/problem+json";
 struct Base;
 
 /// Errors any operation may answer, whatever its own attribute lists.
-const SHARED_ERRORS: [(&str, &str); 3] = [
+const SHARED_ERRORS: [(&str, &str); 4] = [
     ("400", "A malformed or out-of-range parameter, header or body; the problem names it."),
+    ("413", "A query string over 4 KiB, more than 32 parameters, or a body over its limit; `limit` says which."),
     ("500", "A bug; the detail is logged, never returned."),
     ("503", "A dependency (PostgreSQL, S3, a snapshot or an index) is down, slow or broken; the problem says which and why."),
 ];
