@@ -69,3 +69,8 @@ pub use error::{blocking, Error, Result, ResultExt};
 
 /// The version every function reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Most tags on one item, wherever the API takes tags (a search document, a processed point).
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;

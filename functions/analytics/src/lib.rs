@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use quiver::analytics::{self, Filters, FunnelRow, Summary};
 use quiver::artifact::Loaded;
 use quiver::cache::{Answer, Cache, Computed, Key, Status};
@@ -24,6 +24,7 @@ use quiver::time::ms;
 use quiver::ResultExt;
 use quiver::{Config, Result};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -174,30 +175,20 @@ impl FromParams for Options {
     }
 }
 
-/// The body of `GET /analytics/compare` (documentation only: it is written by hand, around the
-/// cached summary's bytes).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct Compare {
+/// The body of `GET /analytics/compare`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Compare<'a> {
     /// `duckdb` on a MISS or BYPASS, `valkey` on a HIT.
-    source: String,
-    cache_hit: bool,
-    cache_lookup_us: u64,
-    processing_ms: f64,
-    total_ms: f64,
-    data_version: String,
-    summary: Summary,
-}
-
-/// Everything of [`Compare`] but the summary, which is appended as the cached bytes.
-#[derive(Serialize)]
-struct CompareHead<'a> {
     source: &'static str,
     cache_hit: bool,
     cache_lookup_us: u64,
     processing_ms: f64,
     total_ms: f64,
     data_version: &'a str,
+    /// The cached summary, as its bytes are: a HIT costs no parse into a `Summary` and no
+    /// re-encoding.
+    #[schema(value_type = Summary)]
+    summary: &'a RawValue,
 }
 
 fn set_version(res: &mut Response, version: &str) {
@@ -265,23 +256,20 @@ async fn compare(
     let processing = answer.timings.iter().map(|(_, took)| *took).sum::<Duration>();
     let hit = answer.status == Status::Hit;
     let version = answer.header(X_DATA_VERSION).unwrap_or_default().to_string();
-    // The summary goes in as the cached bytes, so a HIT costs no parse and no re-encoding.
-    let head = serde_json::to_string(&CompareHead {
-        source: if hit { "valkey" } else { "duckdb" },
-        cache_hit: hit,
-        cache_lookup_us: answer.lookup.as_micros() as u64,
-        processing_ms: ms(processing),
-        total_ms: ms(started.elapsed()),
-        data_version: &version,
-    })
-    .internal("serializing the comparison")?;
-    let mut body = Vec::with_capacity(head.len() + summary.len() + 16);
-    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    body.extend_from_slice(b",\"summary\":");
-    body.extend_from_slice(&summary);
-    body.push(b'}');
-    let mut res = (StatusCode::OK, body).into_response();
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let summary: &RawValue =
+        serde_json::from_slice(&summary).internal("reading the cached summary as JSON")?;
+    let mut res = json(
+        StatusCode::OK,
+        &Compare {
+            source: if hit { "valkey" } else { "duckdb" },
+            cache_hit: hit,
+            cache_lookup_us: answer.lookup.as_micros() as u64,
+            processing_ms: ms(processing),
+            total_ms: ms(started.elapsed()),
+            data_version: &version,
+            summary,
+        },
+    );
     res.headers_mut().insert(X_CACHE, HeaderValue::from_static(answer.status.as_str()));
     let timing = ServerTiming::default().add("cache", answer.lookup);
     let timing = if processing.is_zero() { timing } else { timing.add("duckdb", processing) };

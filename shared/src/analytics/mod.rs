@@ -141,10 +141,17 @@ impl FunnelRow {
     }
 }
 
+/// `created_at` in `[$1, $2)`, either end optional: the one time window of every PostgreSQL query
+/// (the analytics below and the snapshot export). A macro, so that `concat!` can build constants.
+macro_rules! pg_window {
+    () => {
+        "($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2)"
+    };
+}
+pub(crate) use pg_window;
+
 /// `WHERE` over `created_at` and `event_type` with three bound parameters; never formatted values.
-pub const PG_WHERE: &str = "($1::timestamptz IS NULL OR created_at >= $1) \
-     AND ($2::timestamptz IS NULL OR created_at < $2) \
-     AND ($3::text IS NULL OR event_type = $3)";
+pub const PG_WHERE: &str = concat!(pg_window!(), " AND ($3::text IS NULL OR event_type = $3)");
 
 #[cfg(test)]
 mod tests {

@@ -28,10 +28,7 @@ use serde::Serialize;
 pub const MAX_POINTS: usize = 100_000;
 /// Most points `GET /process?size=` may generate.
 pub const MAX_GENERATED: usize = 5_000_000;
-/// Most tags on one point.
-pub const MAX_TAGS: usize = 32;
-/// Longest tag, in characters.
-pub const MAX_TAG_CHARS: usize = 64;
+pub use crate::{MAX_TAGS, MAX_TAG_CHARS};
 /// Longest category, in letters; the pattern alone would allow any length.
 pub const MAX_CATEGORY_CHARS: usize = 64;
 /// Longest `batch_id`, in characters.

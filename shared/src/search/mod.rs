@@ -57,8 +57,7 @@ pub const SNIPPET_CHARS: usize = 160;
 /// Longest accepted JSONL line (one document).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 pub const MAX_TITLE_BYTES: usize = 4096;
-pub const MAX_TAGS: usize = 32;
-pub const MAX_TAG_CHARS: usize = 64;
+pub use crate::{MAX_TAGS, MAX_TAG_CHARS};
 /// A bundle may not unpack to more than this (a zstd bomb stops here, not at a full disk).
 pub const MAX_UNPACKED_BYTES: u64 = 16 << 30;
 const MAX_BUNDLE_FILES: usize = 10_000;

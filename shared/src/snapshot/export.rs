@@ -10,24 +10,29 @@ use super::{
     duck_err, DuckSettings, ExportReport, SnapshotSettings, Window, BATCHES_IN_FLIGHT, FETCH_ROWS,
     NAME, ROWS_PER_PART, SCHEMA,
 };
+use crate::analytics::pg_window;
 use crate::error::{Error, Result};
 use crate::time::{ms, rfc3339, DAY_US};
 
 /// Flattens the metadata fields the queries use. `duration_ms` is a number only where the JSON
 /// value is a number, exactly as `analytics::postgres` averages it; `amount_cents` only where it
 /// is a whole number that fits. The raw JSON stays in `metadata`.
-const EXPORT_SQL: &str = "SELECT id, user_id, event_type, page_url, created_at, \
+const EXPORT_SQL: &str = concat!(
+    "SELECT id, user_id, event_type, page_url, created_at, \
        CASE WHEN jsonb_typeof(metadata->'duration_ms') = 'number' THEN (metadata->>'duration_ms')::float8 END, \
        metadata->>'browser', metadata->>'device', metadata->>'country', metadata->>'referrer', \
        CASE WHEN jsonb_typeof(metadata->'amount_cents') = 'number' AND (metadata->>'amount_cents') ~ '^-?[0-9]{1,18}$' \
             THEN (metadata->>'amount_cents')::int8 END, \
        metadata::text \
-     FROM user_events \
-     WHERE ($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2) \
-     ORDER BY created_at";
+     FROM user_events WHERE ",
+    pg_window!(),
+    " ORDER BY created_at"
+);
 
-const STATS_SQL: &str = "SELECT count(*), min(created_at), max(created_at) FROM user_events \
-     WHERE ($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2)";
+const STATS_SQL: &str = concat!(
+    "SELECT count(*), min(created_at), max(created_at) FROM user_events WHERE ",
+    pg_window!()
+);
 
 /// Exports `user_events` (within `window`) to Parquet, publishes it under `settings.prefix`
 /// and prunes old versions. The whole export is bounded by `settings.export_timeout`.
