@@ -14,7 +14,7 @@ use quiver::config::ConfigError;
 use quiver::error::Problem;
 use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
-use quiver::http::{declared, json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
+use quiver::http::{json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
 use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
@@ -128,10 +128,6 @@ struct Paging {
 }
 
 impl FromParams for Paging {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Paging {
             limit: p.number("limit", Some(100), 1..=1000)?,
@@ -181,10 +177,6 @@ struct Bulk {
 }
 
 impl FromParams for Bulk {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Bulk { count: p.number("count", Some(1000), 1..=MAX_BULK)?, seed: p.seed()? })
     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use quiver::artifact;
 use quiver::config::ConfigError;
-use quiver::http::{declared, json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
+use quiver::http::{json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
 use quiver::search::{self, BuildOptions, Corpus, Doc, JsonlDocs, BUNDLE, DEFAULT_PREFIX};
 use quiver::storage::{s3_error, Storage};
 use quiver::{Config, Error, Result};
@@ -335,10 +335,6 @@ struct Detail {
 }
 
 impl FromParams for Detail {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Detail {
             corpus: p.get("corpus").map(str::to_string),

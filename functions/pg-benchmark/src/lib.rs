@@ -59,10 +59,6 @@ struct Target {
 }
 
 impl FromParams for Target {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Target {
             user_id: p.number("user_id", Some(1), 1..=i32::MAX)?,

@@ -26,9 +26,7 @@ use axum::Router;
 use http::{header, HeaderMap, StatusCode};
 use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
-use quiver::http::{
-    declared, json, read_body, FromParams, Params, Query, ServerTiming, MAX_BODY_BYTES,
-};
+use quiver::http::{json, read_body, FromParams, Params, Query, ServerTiming, MAX_BODY_BYTES};
 use quiver::process::{self, BatchStats, MAX_GENERATED};
 use quiver::time::ms;
 use quiver::{Config, Error, Result};
@@ -166,10 +164,6 @@ struct Generate {
 }
 
 impl FromParams for Generate {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Generate {
             size: p.number("size", Some(DEFAULT_SIZE), 1..=MAX_GENERATED)?,

@@ -17,7 +17,7 @@ use http::HeaderMap;
 use quiver::artifact::{Loaded, Manifest, Tracker};
 use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
-use quiver::http::{declared, FromParams, Params, Query, ServerTiming};
+use quiver::http::{FromParams, Params, Query, ServerTiming};
 use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
@@ -202,10 +202,6 @@ fn date_or_time() -> utoipa::openapi::Schema {
 }
 
 impl FromParams for SearchParams {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         let q = p.get("q").ok_or_else(|| {
             Error::bad_param("q", "is required: the text to search for, in Tantivy's query syntax")

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::events::EventType;
-use crate::http::{declared, FromParams, Params};
+use crate::http::{FromParams, Params};
 
 /// Filters every analytics query takes: `from` (inclusive), `to` (exclusive), `event_type`. A
 /// window with `from` at or after `to` holds no event, and its answer is empty.
@@ -34,10 +34,6 @@ pub struct Filters {
 }
 
 impl FromParams for Filters {
-    fn names() -> Vec<String> {
-        declared::<Self>()
-    }
-
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Filters {
             from: p.time("from")?,

@@ -16,9 +16,12 @@ use crate::error::{Error, Result};
 /// [`Query`] refuses every name the derive does not declare, so the document and the server take
 /// the same names. The derive's ranges, lengths and patterns are the ones `from_params` checks
 /// (`bash local/schemathesis.sh` holds the two to each other).
-pub trait FromParams: Sized + 'static {
-    /// Every name the route takes: `declared::<Self>()`, plus those of any struct it embeds.
-    fn names() -> Vec<String>;
+pub trait FromParams: utoipa::IntoParams + Sized + 'static {
+    /// Every name the route takes: those its derive declares, plus those of any struct it
+    /// embeds (`#[param(ignore)]`), which an embedding struct adds by overriding this.
+    fn names() -> Vec<String> {
+        declared::<Self>()
+    }
     fn from_params(p: &Params) -> Result<Self>;
 }
 

@@ -163,10 +163,6 @@ pub struct Window {
 }
 
 impl crate::http::FromParams for Window {
-    fn names() -> Vec<String> {
-        crate::http::declared::<Self>()
-    }
-
     fn from_params(p: &crate::http::Params) -> crate::Result<Self> {
         let w = Window { from: p.time("from")?, to: p.time("to")? };
         // Unlike a query's empty window, an empty export would publish an empty snapshot.
