@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod build;
 pub mod env;
+pub mod export;
 pub mod index;
 pub mod rehearse;
 pub mod runtime_api;
@@ -10,5 +11,4 @@ pub mod s3server;
 pub mod seed;
 pub mod serve;
 pub mod services;
-pub mod snapshot;
 pub mod template;

@@ -1,7 +1,7 @@
 //! `quiver-local`: Quiver on a laptop or in CI, with or without Docker.
 
 use clap::{Parser, Subcommand};
-use quiver_local::{bench, env, index, rehearse, s3server, seed, serve, services, snapshot};
+use quiver_local::{bench, env, export, index, rehearse, s3server, seed, serve, services};
 
 #[derive(Parser)]
 #[command(
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
         Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
         Cmd::Snapshot { prefix, from, to, keep } => {
-            snapshot::run(prefix.as_deref(), from.as_deref(), to.as_deref(), keep).await.map(|_| ())
+            export::run(prefix.as_deref(), from.as_deref(), to.as_deref(), keep).await.map(|_| ())
         }
         Cmd::Index(opts) => index::run(opts).await.map(|_| ()),
         Cmd::Bench(opts) => bench::run(opts).await.map(|_| ()),

@@ -5,7 +5,9 @@
 //! - Every function: [`config`] (environment, once per instance), [`error`] (one error type,
 //!   rendered as problem+json; [`blocking`] for CPU work), [`time`] (the one RFC 3339 parser),
 //!   [`http`] (`app` and `finish`: ETag/304, compression, `Server-Timing`, request ids;
-//!   `params`, `body`, `encoding`), [`openapi`], [`events`] (the event shape and its parser).
+//!   `params`: `FromParams` and the `Query<T>` extractor, one struct per route that is both its
+//!   OpenAPI parameters and their parser; `body`, `encoding`), [`openapi`], [`events`] (the
+//!   event shape and its parser).
 //! - Clients: [`pg`] + [`migrate`] (`pg`), [`valkey`] (`cache`), [`storage`] (`s3`),
 //!   [`secrets`] (`secrets`), [`lambda`] (`lambda`: init and the runtime loop).
 //! - [`cache`] (`cache`): `entry` (keys, the stored value), `answer` (the one cached, versioned

@@ -144,6 +144,7 @@ macro_rules! pg_window {
         "($1::timestamptz IS NULL OR created_at >= $1) AND ($2::timestamptz IS NULL OR created_at < $2)"
     };
 }
+#[cfg(all(feature = "duckdb", feature = "pg", feature = "s3"))] // the snapshot export
 pub(crate) use pg_window;
 
 /// `WHERE` over `created_at` and `event_type` with three bound parameters; never formatted values.

@@ -42,7 +42,7 @@ pub async fn prepare(opts: &Options) -> Result<()> {
     let snapshots = quiver::snapshot::SnapshotSettings::from_env(&cfg)?.prefix;
     if seeded || published(snapshots, "row_count").await != Some(events) {
         eprintln!("bench: publishing a snapshot of {events} events");
-        crate::snapshot::run(None, None, None, None).await?;
+        crate::export::run(None, None, None, None).await?;
     }
     let indexes = indexer::IndexerSettings::from_env(&cfg)?.prefix;
     if published(indexes, "doc_count").await != Some(opts.docs) {

@@ -1,4 +1,5 @@
-//! `quiver-local snapshot`: one export of `user_events` to Parquet in S3, exactly as the scheduled
+//! `quiver-local snapshot` (this module is `export`, apart from the `snapshot` function and
+//! `quiver::snapshot`): one export of `user_events` to Parquet in S3, exactly as the scheduled
 //! `snapshot` function does it, with a JSON report on stdout.
 
 use ::snapshot::{ExportReport, Snapshot, SnapshotSettings, Window};
