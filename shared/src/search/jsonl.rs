@@ -9,7 +9,9 @@ use super::{
 };
 use crate::error::{Error, FieldError, Result};
 
+/// One JSONL document. A field it does not list is refused, as in every body the API reads.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Line<'a> {
     id: Option<u64>,
     #[serde(borrow)]

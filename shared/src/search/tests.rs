@@ -139,6 +139,9 @@ fn jsonl_errors_name_the_line_and_field() {
     let e =
         parse_doc(br#"{"id":1,"title":"a","body":"b","tags":["a/b"]}"#, 9).unwrap_err().to_string();
     assert!(e.contains("line 9: tags[0]"), "{e}");
+    let e = parse_doc(br#"{"id":1,"title":"a","body":"b","tag":"x"}"#, 4).unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("line 4") && e.to_string().contains("`tag`"), "{e}");
 }
 
 #[test]
