@@ -2,11 +2,13 @@
 //! TCP proxy that holds every reply for seconds. A request must end within its configured timeout:
 //! a 503 naming the dependency (PostgreSQL, S3), or an answer without the cache (Valkey: BYPASS).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver::testing::TestApp;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long the proxy holds each reply: far beyond every timeout below.
@@ -74,6 +76,100 @@ async fn slow_postgres_is_a_503_within_the_timeout() {
             t.elapsed()
         );
     }
+}
+
+/// A proxy whose connections can be frozen: after `freeze`, every connection open at that moment
+/// stops carrying bytes either way (a hung or half-open backend), while new connections pass.
+struct Freezer {
+    port: u16,
+    frozen_below: Arc<AtomicU64>,
+    next: Arc<AtomicU64>,
+}
+
+impl Freezer {
+    async fn new(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen_below, next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (fb, nx) = (frozen_below.clone(), next.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let id = nx.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn AsyncRead + Send + Unpin>,
+                        Box::new(sw) as Box<dyn AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let fb = fb.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            while id < fb.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Freezer { port, frozen_below, next }
+    }
+
+    fn freeze(&self) {
+        self.frozen_below.store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// The configuration with PostgreSQL behind a `Freezer`, one pooled connection (Lambda's
+/// default) and a 500 ms timeout; and an `events` app on it, its connection made.
+async fn frozen_postgres_app() -> (Freezer, TestApp) {
+    let mut cfg = quiver::testing::service_config();
+    let url = cfg.database_url.clone().expect("the service URL is configured");
+    let proxy = Freezer::new(host_port(&url)).await;
+    cfg.database_url =
+        Some(url.replacen(&host_port(&url), &format!("127.0.0.1:{}", proxy.port), 1));
+    cfg.pg_pool_size = 1;
+    cfg.pg_timeout = Duration::from_millis(500);
+    let app = TestApp::new(events::routes(events::Events::new(&cfg).unwrap()));
+    assert_eq!(app.get("/events/5").await.status, 200, "through the proxy before the fault");
+    (proxy, app)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_timed_out_is_replaced_not_reused() {
+    let (proxy, app) = frozen_postgres_app().await;
+    proxy.freeze();
+    let r = app.get("/events/5").await;
+    assert_eq!((r.status, &r.json()["dependency"]), (503, &json!("postgres")), "{r}");
+    // The hung connection is not handed out again: the next request gets a fresh one.
+    let t = Instant::now();
+    let r = app.get("/events/5").await;
+    assert_eq!(r.status, 200, "the request after the fault, on a new connection: {r}");
+    assert!(t.elapsed() < Duration::from_millis(1_500), "took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_that_stopped_answering_is_replaced_before_use() {
+    let (proxy, app) = frozen_postgres_app().await;
+    // Half-open while idle (an RDS failover, a NAT timeout): nothing failed yet, so only the
+    // check of a connection idle past VERIFY_IDLE can notice it.
+    proxy.freeze();
+    tokio::time::sleep(quiver::pg::VERIFY_IDLE + Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let r = app.get("/events/5").await;
+    assert_eq!(r.status, 200, "answered on a new connection: {r}");
+    assert!(t.elapsed() < Duration::from_millis(2_500), "took {:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -130,7 +130,7 @@ pub async fn bulk(
     let mut c = pg.client().await?;
     // A million rows take seconds, not the per-statement default; give the load room, bounded.
     let limit = pg.timeout().max(Duration::from_secs(10)) + Duration::from_micros(count * 20);
-    let bounded = Pg::bounded(limit);
+    let bounded = pg.bounded(limit);
     let tx = bounded.timed("begin", c.transaction()).await?;
     bounded
         .timed(

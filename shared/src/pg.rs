@@ -8,10 +8,13 @@
 //! when set, else the Mozilla roots.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use deadpool_postgres::Object as Client;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Metrics, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::config::SslMode;
 
 use crate::config::{Config, ConfigError};
@@ -21,11 +24,62 @@ use crate::tls::{MakeTls, Verify};
 /// The dependency name used in 503s and `/health`.
 pub const NAME: &str = "postgres";
 
+/// A connection idle for longer than this is asked `""` before it is handed out again: after an
+/// RDS failover or a NAT timeout it may be half-open, and a request would hang on it.
+pub const VERIFY_IDLE: Duration = Duration::from_secs(5);
+/// How long that check may take before the connection is replaced.
+const VERIFY_LIMIT: Duration = Duration::from_secs(1);
+
+/// When a call last failed in a way that can leave its connection unusable (a client-side
+/// timeout: the backend may be hung; a broken stream). Every connection that was handed out
+/// before that moment is replaced rather than reused: with Lambda's pool of one, one hung backend
+/// would otherwise answer every request of the instance with a 503 until TCP gave up.
+#[derive(Debug, Default)]
+struct Faults(Mutex<Option<Instant>>);
+
+impl Faults {
+    fn record(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether a fault happened since the connection was last handed out.
+    fn since(&self, m: &Metrics) -> bool {
+        let out = m.recycled.unwrap_or(m.created);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|at| at >= out)
+    }
+}
+
+/// The pool's check before it hands a connection out again (deadpool's `Fast` recycling checks
+/// only that the socket is open).
+fn recycle_check(faults: Arc<Faults>) -> Hook {
+    Hook::async_fn(move |client, metrics| {
+        let faults = faults.clone();
+        Box::pin(async move {
+            if faults.since(metrics) {
+                tracing::warn!("postgres: replacing a connection that was out when a call failed");
+                return Err(HookError::Message("a call failed while it was out".into()));
+            }
+            if metrics.last_used() > VERIFY_IDLE {
+                let answered = tokio::time::timeout(VERIFY_LIMIT, client.simple_query("")).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    tracing::warn!(
+                        idle_s = metrics.last_used().as_secs(),
+                        "postgres: replacing an idle connection that did not answer"
+                    );
+                    return Err(HookError::Message("did not answer after being idle".into()));
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
 /// A lazily connecting pool; building it never touches the network.
 #[derive(Clone)]
 pub struct Pg {
     pool: Pool,
     timeout: Duration,
+    faults: Arc<Faults>,
     /// Set once the schema is known to be current on this instance (see [`Pg::client`]).
     schema: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
@@ -86,7 +140,9 @@ impl Pg {
             tls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
+        let faults = Arc::new(Faults::default());
         let pool = Pool::builder(mgr)
+            .pre_recycle(recycle_check(faults.clone()))
             .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(timeout))
@@ -94,7 +150,7 @@ impl Pg {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| ConfigError { var: "QUIVER_PG_POOL_SIZE", problem: e.to_string() })?;
-        Ok(Pg { pool, timeout, schema: Default::default() })
+        Ok(Pg { pool, timeout, faults, schema: Default::default() })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -102,8 +158,8 @@ impl Pg {
     }
 
     /// A `timed` wrapper with another limit, for work known to take longer (bulk loads).
-    pub fn bounded(timeout: Duration) -> Timer {
-        Timer { timeout }
+    pub fn bounded(&self, timeout: Duration) -> Timer {
+        Timer { timeout, faults: Some(self.faults.clone()) }
     }
 
     /// A connection from the pool; a down or saturated database is a 503 naming PostgreSQL.
@@ -129,7 +185,7 @@ impl Pg {
     where
         F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
-        Timer { timeout: self.timeout }.timed(what, fut).await
+        self.bounded(self.timeout).timed(what, fut).await
     }
 
     /// `SELECT 1` through the pool.
@@ -180,10 +236,12 @@ fn take_sslmode(url: &str) -> std::result::Result<(String, Mode), ConfigError> {
     Ok((url, mode))
 }
 
-/// Bounds a PostgreSQL call by a timeout and maps its error.
-#[derive(Debug, Clone, Copy)]
+/// Bounds a PostgreSQL call by a timeout and maps its error; a timeout or a broken connection is
+/// recorded, so that the pool replaces the connection instead of handing it out again.
+#[derive(Debug, Clone)]
 pub struct Timer {
     timeout: Duration,
+    faults: Option<Arc<Faults>>,
 }
 
 impl Timer {
@@ -191,12 +249,23 @@ impl Timer {
     where
         F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
+        let fault = || self.faults.iter().for_each(|f| f.record());
         match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| db_error(what, e)),
-            Err(_) => Err(Error::unavailable(
-                NAME,
-                format!("{what} timed out after {} ms", self.timeout.as_millis()),
-            )),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                // No server error: the stream is closed or broken.
+                if e.as_db_error().is_none() {
+                    fault();
+                }
+                Err(db_error(what, e))
+            }
+            Err(_) => {
+                fault();
+                Err(Error::unavailable(
+                    NAME,
+                    format!("{what} timed out after {} ms", self.timeout.as_millis()),
+                ))
+            }
         }
     }
 }
