@@ -175,7 +175,14 @@ pub async fn bulk(
     })
 }
 
-/// One page of a user's events, newest first, and the cursor of the next page.
+/// Most bytes of event JSON one page holds. A page stops early at this size (and says where the
+/// next one starts), so that the answer stays far under Lambda's 6 MB response limit even after
+/// the Lambda envelope escapes it again: 1,000 events of the largest accepted size would be
+/// about 20 MB.
+pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// One page of a user's events, newest first, and the cursor of the next page: at most `limit`
+/// events and at most [`MAX_PAGE_BYTES`] of them (always at least one).
 pub async fn list(
     pg: &Pg,
     user_id: i32,
@@ -218,7 +225,18 @@ pub async fn list(
             created_at: r.get(5),
         });
     }
-    let next = if rows.len() as i64 > limit {
+    let mut bytes = 0usize;
+    let fits = out
+        .iter()
+        .take_while(|e| {
+            bytes += json_len(e);
+            bytes <= MAX_PAGE_BYTES
+        })
+        .count()
+        .max(1);
+    let more = rows.len() as i64 > limit || fits < out.len();
+    out.truncate(fits);
+    let next = if more {
         out.last()
             .map(|e| events::Cursor { created_at_us: e.created_at.timestamp_micros(), id: e.id })
     } else {
@@ -231,4 +249,20 @@ pub async fn list(
 pub async fn count(pg: &Pg) -> Result<i64> {
     let c = pg.client().await?;
     Ok(pg.timed("count", c.query_one("SELECT count(*) FROM user_events", &[])).await?.get(0))
+}
+
+/// The length of `v` as JSON, without building it.
+fn json_len(v: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, v).map(|_| c.0).unwrap_or(0)
 }

@@ -139,7 +139,7 @@ impl FromParams for Paging {
 /// A user's events, newest first, with keyset pagination.
 #[utoipa::path(get, path = "/events/{user_id}", tag = "events", operation_id = "list_events",
     params(("user_id" = i32, Path, minimum = 1, description = "The user."), Paging),
-    responses((status = 200, description = "One page; `next_cursor` is null on the last.", body = Page)))]
+    responses((status = 200, description = "One page: at most `limit` events and at most 2 MiB of them (`count` says how many); `next_cursor` is null on the last.", body = Page)))]
 async fn list(
     State(s): State<Arc<Events>>,
     Path(user_id): Path<String>,

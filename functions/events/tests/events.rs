@@ -179,6 +179,48 @@ async fn walking_all_pages_returns_every_event_once() {
 }
 
 #[tokio::test]
+async fn pages_of_the_largest_events_stay_far_under_lambdas_6_mb() {
+    let app = app();
+    let u = fresh_user();
+    // The largest event the API accepts, escaped as much as JSON can: a 2,048-character URL of
+    // control characters (6 bytes each as JSON) and 8 KiB of metadata that is all quotes.
+    let url = "\u{1}".repeat(2048);
+    let metadata = json!({"k": "\"".repeat(4000)});
+    assert!(metadata.to_string().len() <= quiver::events::MAX_METADATA_BYTES);
+    for _ in 0..4 {
+        let batch: Vec<Value> = (0..250)
+            .map(|_| json!({"user_id": u, "event_type": "click", "page_url": url, "metadata": metadata}))
+            .collect();
+        let r = app.post_json("/events", &Value::Array(batch)).await;
+        assert_eq!(r.status, 201, "{r}");
+    }
+    let (mut seen, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/events/{u}?limit=1000&cursor={c}"),
+            None => format!("/events/{u}?limit=1000"),
+        };
+        let r = app.get(q).await;
+        assert_eq!(r.status, 200, "{r}");
+        assert!(r.body.len() < 3_000_000, "a page of {} bytes", r.body.len());
+        let v = r.json();
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(v["count"], events.len(), "count says how many the page holds");
+        seen.extend(events.iter().map(|e| e["id"].as_i64().unwrap()));
+        pages += 1;
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert!(pages > 1, "1,000 such events (about 20 MB) do not fit one page");
+    assert_eq!(seen.len(), 1000);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 1000, "every event once");
+}
+
+#[tokio::test]
 async fn bad_read_parameters_are_400() {
     let app = app();
     for q in [
