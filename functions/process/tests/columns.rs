@@ -128,6 +128,30 @@ fn more_than_the_limit_of_points_is_413() {
 }
 
 #[test]
+fn more_than_the_limit_of_categories_is_a_400_at_the_first_one_too_many() {
+    // Categories are letters: number i as base-26 letters gives distinct names.
+    let name = |mut i: usize| {
+        let mut s = String::new();
+        loop {
+            s.push((b'A' + (i % 26) as u8) as char);
+            i /= 26;
+            if i == 0 {
+                return s;
+            }
+        }
+    };
+    let point =
+        |i: usize| format!(r#"{{"id":{i},"timestamp":0,"category":"{}","value":1}}"#, name(i));
+    let ok: Vec<String> = (0..MAX_CATEGORIES).map(point).collect();
+    assert_eq!(parse(&body(&ok.join(","))).unwrap().columns.category_names.len(), MAX_CATEGORIES);
+    let over: Vec<String> = (0..MAX_CATEGORIES + 5).map(point).collect();
+    let e = parse(&body(&over.join(","))).unwrap_err();
+    assert_eq!(e.status(), 400);
+    let Error::BadRequest { param, .. } = e else { panic!("not a 400") };
+    assert_eq!(param.as_deref(), Some(format!("data[{MAX_CATEGORIES}].category").as_str()));
+}
+
+#[test]
 fn many_problems_are_counted_and_the_first_listed() {
     let bad = r#"{"id":1,"timestamp":0,"category":"a","value":1}"#;
     let e = parse(&body(&vec![bad; 50].join(","))).unwrap_err();

@@ -29,6 +29,9 @@ pub const MAX_POINTS: usize = 100_000;
 /// Most points `GET /process?size=` may generate.
 pub const MAX_GENERATED: usize = 5_000_000;
 pub use crate::{MAX_TAGS, MAX_TAG_CHARS};
+/// Most distinct categories in one batch: the answer lists every one, and 100,000 of them would
+/// make it larger than Lambda's 6 MB response limit (1,000 stay under 150 KB).
+pub const MAX_CATEGORIES: usize = 1_000;
 /// Longest category, in letters; the pattern alone would allow any length.
 pub const MAX_CATEGORY_CHARS: usize = 64;
 /// Longest `batch_id`, in characters.
@@ -67,7 +70,7 @@ pub struct Columns {
 pub struct BatchInput {
     #[schema(min_length = 1, max_length = 128)]
     batch_id: String,
-    /// 1 to 100,000 points.
+    /// 1 to 100,000 points, of at most 1,000 distinct categories.
     #[schema(min_items = 1, max_items = 100000)]
     data: Vec<PointInput>,
 }

@@ -8,7 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::check::{check_id, check_timestamp, check_value, excerpt, valid_category};
 use super::{Batch, Columns, LISTED_ERRORS, MAX_BATCH_ID_CHARS, MAX_POINTS};
-use super::{MAX_CATEGORY_CHARS, MAX_TAGS, MAX_TAG_CHARS};
+use super::{MAX_CATEGORIES, MAX_CATEGORY_CHARS, MAX_TAGS, MAX_TAG_CHARS};
 use crate::error::{Error, FieldError, Result};
 
 /// Parses and validates a `BatchData` body. Every problem is reported with where it is
@@ -600,6 +600,11 @@ impl<'de> Visitor<'de> for PointSeed<'_, 'de> {
         match (id, ts, cat, val) {
             (Slot::Ok(id), Slot::Ok(ts), Slot::Ok(cat), Slot::Ok(val)) if p.error_count == 0 => {
                 let code = p.cat_dict.code(cat);
+                if p.cat_dict.codes.len() == MAX_CATEGORIES + 1 {
+                    p.point_error(index, "category", || {
+                        format!("is one category too many: a batch holds at most {MAX_CATEGORIES}")
+                    });
+                }
                 p.ids.push(id);
                 p.ts.push(ts);
                 p.cats.push(code);
