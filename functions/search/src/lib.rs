@@ -223,8 +223,9 @@ impl FromParams for SearchParams {
             let secs = search::parse_time(v).filter(|_| v.trim() == v).ok_or_else(|| {
                 Error::bad_param(name, "must be an RFC 3339 time or a YYYY-MM-DD date")
             })?;
-            // A bare date as `to` includes that whole day.
-            Ok(Some(if end_of_day && !v.contains('T') { secs + 86_399 } else { secs }))
+            // A bare date (`YYYY-MM-DD`, nothing after it) as `to` includes that whole day; a
+            // date-time, whatever its separator (`T`, `t`, a space), is that instant.
+            Ok(Some(if end_of_day && v.len() == 10 { secs + 86_399 } else { secs }))
         };
         Ok(SearchParams {
             q: q.to_string(),
@@ -324,6 +325,11 @@ mod tests {
                 .unwrap();
         assert_eq!((ok.limit, ok.offset, ok.tag.as_deref()), (5, 10, Some("rust")));
         assert_eq!(ok.to.unwrap() - ok.from.unwrap(), 31 * 86_400 - 1);
+        // Only a bare date is widened to the end of its day; a date-time is its instant.
+        for to in ["2026-01-01T00:00:00Z", "2026-01-01t00:00:00z", "2026-01-01%2000:00:00Z"] {
+            let p = parse(Some(&format!("q=a&to={to}"))).unwrap();
+            assert_eq!(p.to, Some(1_767_225_600), "{to}");
+        }
         // Whitespace is a query (with no hits), and so is a window that ends before it starts.
         assert_eq!(parse(Some("q=+++")).unwrap().q, "   ");
         assert!(parse(Some("q=a&from=2026-02-01&to=2026-01-01")).is_ok());
