@@ -107,10 +107,6 @@ impl Params {
         T::from_params(&p)
     }
 
-    pub fn from_uri(uri: &http::Uri) -> Result<Self> {
-        Self::parse(uri.query())
-    }
-
     /// The raw value, if present (never empty: `parse` refuses an empty value).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
