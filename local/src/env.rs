@@ -2,9 +2,20 @@
 
 use std::path::PathBuf;
 
-/// The checkout's root (the workspace this binary was built from), or `QUIVER_ROOT`.
+/// The checkout's root: `QUIVER_ROOT`, else the checkout that holds the current directory, else
+/// the one this binary was built from. One build directory serves several clones (CI clones share
+/// `~/.cache/quiver/target`), so the build-time path alone would send `up`/`down` to another
+/// clone's pid files.
 pub fn repo_root() -> PathBuf {
-    std::env::var_os("QUIVER_ROOT").map(PathBuf::from).unwrap_or_else(|| {
+    if let Some(root) = std::env::var_os("QUIVER_ROOT") {
+        return PathBuf::from(root);
+    }
+    let here = std::env::current_dir().ok().and_then(|d| {
+        d.ancestors()
+            .find(|a| a.join("local/.env.local").is_file() && a.join("Cargo.toml").is_file())
+            .map(PathBuf::from)
+    });
+    here.unwrap_or_else(|| {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         p.canonicalize().unwrap_or(p)
     })

@@ -35,6 +35,8 @@ pub struct Config {
     pub region: String,
     /// `QUIVER_CACHE_TTL_S` (default 300).
     pub cache_ttl: Duration,
+    /// `QUIVER_IDEMPOTENCY_TTL_H` (default 24): how long an `Idempotency-Key` replays its answer.
+    pub idempotency_ttl: Duration,
     /// `QUIVER_PG_TIMEOUT_MS` (default 5000): connect and per-statement limit.
     pub pg_timeout: Duration,
     /// `QUIVER_PG_POOL_SIZE` (default 1 on Lambda, 8 elsewhere).
@@ -119,6 +121,16 @@ impl Config {
                 1,
                 86_400 * 30,
             )?),
+            idempotency_ttl: Duration::from_secs(
+                3_600
+                    * number(
+                        "QUIVER_IDEMPOTENCY_TTL_H",
+                        get("QUIVER_IDEMPOTENCY_TTL_H"),
+                        24,
+                        1,
+                        24 * 30,
+                    )?,
+            ),
             pg_timeout: ms("QUIVER_PG_TIMEOUT_MS", 5_000, 900_000)?,
             pg_pool_size: number(
                 "QUIVER_PG_POOL_SIZE",
@@ -185,6 +197,7 @@ impl std::fmt::Debug for Config {
             .field("s3_endpoint", &self.s3_endpoint)
             .field("region", &self.region)
             .field("cache_ttl", &self.cache_ttl)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .field("pg_timeout", &self.pg_timeout)
             .field("pg_pool_size", &self.pg_pool_size)
             .field("valkey_timeout", &self.valkey_timeout)

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
 use crate::generate::Generator;
-use crate::pg::Pg;
+use crate::pg::{Pg, Timer};
 use crate::time::ms;
 
 /// What a write reports.
@@ -39,21 +39,49 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// An `Idempotency-Key` as a write carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    /// Who sent it ([`crate::http::Caller`]): keys are scoped per caller, so another caller's
+    /// key never replays this one's answer.
+    pub caller: &'a str,
+    pub key: &'a str,
+    /// A hash of the body: the same key with another body is a 409.
+    pub body_hash: &'a str,
+    /// How long the key replays its answer; after that it is free again. Every keyed write also
+    /// deletes up to [`EXPIRED_PER_WRITE`] expired keys, so the table stays bounded.
+    pub ttl: Duration,
+}
+
+/// Most expired keys one keyed write deletes.
+pub const EXPIRED_PER_WRITE: i64 = 100;
+
 /// Writes `batch` in one transaction. With `key`, a retry with the same body replays the stored
 /// response; the same key with another body is a 409.
-pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> Result<Outcome> {
+pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<Idempotency<'_>>) -> Result<Outcome> {
     let started = Instant::now();
     let n = batch.len() as i64;
     let mut c = pg.client().await?;
+    let first_id = reserve_ids(&pg.bounded(pg.timeout()), &c, n).await?;
     let tx = pg.timed("begin", c.transaction()).await?;
-    if let Some((key, body_hash)) = key {
+    if let Some(k) = key {
+        // Claims the key, or takes over an expired one; in the same statement, deletes a few
+        // other expired keys (skipping rows another writer holds).
+        let claim = "WITH expired AS (
+                DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM idempotency_keys
+                    WHERE created_at < now() - make_interval(secs => $4)
+                      AND NOT (caller = $1 AND key = $2)
+                    LIMIT $5 FOR UPDATE SKIP LOCKED)))
+            INSERT INTO idempotency_keys (caller, key, body_hash) VALUES ($1, $2, $3)
+            ON CONFLICT (caller, key) DO UPDATE
+                SET body_hash = EXCLUDED.body_hash, status = NULL, response = NULL, created_at = now()
+                WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)";
+        let ttl_s = k.ttl.as_secs_f64();
         let claimed = pg
             .timed(
                 "claim idempotency key",
-                tx.execute(
-                    "INSERT INTO idempotency_keys (key, body_hash) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                    &[&key, &body_hash],
-                ),
+                tx.execute(claim, &[&k.caller, &k.key, &k.body_hash, &ttl_s, &EXPIRED_PER_WRITE]),
             )
             .await?;
         if claimed == 0 {
@@ -62,13 +90,14 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
                 .timed(
                     "read idempotency key",
                     tx.query_one(
-                        "SELECT body_hash, response FROM idempotency_keys WHERE key = $1",
-                        &[&key],
+                        "SELECT body_hash, response FROM idempotency_keys WHERE caller = $1 AND key = $2",
+                        &[&k.caller, &k.key],
                     ),
                 )
                 .await?;
             let stored_hash: String = row.get(0);
-            if stored_hash != body_hash {
+            let key = k.key;
+            if stored_hash != k.body_hash {
                 return Err(Error::Conflict(format!(
                     "Idempotency-Key {key:?} was used before with a different body; use a new key for a new batch"
                 )));
@@ -81,10 +110,6 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
             });
         }
     }
-    let first_id: i64 = pg
-        .timed("reserve ids", tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&n]))
-        .await?
-        .get(0);
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
     events::copy_header(&mut buf);
     let sink = pg.timed("copy", tx.copy_in(events::COPY_IN)).await?;
@@ -100,21 +125,31 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<(&str, &str)>) -> R
     let written = pg.timed("copy", sink.as_mut().finish()).await?;
     let inserted =
         Inserted { inserted: written, first_id, last_id: first_id + n - 1, took_ms: 0.0 };
-    if let Some((key, _)) = key {
+    if let Some(k) = key {
         let mut stored = inserted.clone();
         stored.took_ms = ms(started.elapsed());
         let v = serde_json::to_value(&stored).expect("a plain struct serializes");
         pg.timed(
             "store idempotent response",
             tx.execute(
-                "UPDATE idempotency_keys SET status = 201, response = $2 WHERE key = $1",
-                &[&key, &v],
+                "UPDATE idempotency_keys SET status = 201, response = $3 WHERE caller = $1 AND key = $2",
+                &[&k.caller, &k.key, &v],
             ),
         )
         .await?;
     }
     pg.timed("commit", tx.commit()).await?;
     Ok(Outcome::Written(Inserted { took_ms: ms(started.elapsed()), ..inserted }))
+}
+
+/// Reserves `n` consecutive ids and returns the first. It runs on its own, before the write's
+/// transaction: the function's transaction-level lock then lasts this one statement, so concurrent
+/// writers do not queue behind each other's COPY. A write that fails afterwards leaves a gap in the
+/// ids, as any failed insert into a `bigserial` does.
+async fn reserve_ids(timer: &Timer, c: &crate::pg::Client, n: i64) -> Result<i64> {
+    let sql = "SELECT quiver_reserve_event_ids($1)";
+    let row = timer.timed("reserve ids", c.query_one(sql, &[&n])).await?;
+    Ok(row.get(0))
 }
 
 /// Generates `count` events from `gen` (items `start..start+count`) and writes them in one
@@ -131,6 +166,7 @@ pub async fn bulk(
     // A million rows take seconds, not the per-statement default; give the load room, bounded.
     let limit = pg.timeout().max(Duration::from_secs(10)) + Duration::from_micros(count * 20);
     let bounded = pg.bounded(limit);
+    let first_id = reserve_ids(&bounded, &c, count as i64).await?;
     let tx = bounded.timed("begin", c.transaction()).await?;
     bounded
         .timed(
@@ -138,13 +174,6 @@ pub async fn bulk(
             tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", limit.as_millis())),
         )
         .await?;
-    let first_id: i64 = bounded
-        .timed(
-            "reserve ids",
-            tx.query_one("SELECT quiver_reserve_event_ids($1)", &[&(count as i64)]),
-        )
-        .await?
-        .get(0);
     let sink = bounded.timed("copy", tx.copy_in(events::COPY_IN)).await?;
     futures::pin_mut!(sink);
     const ROWS_PER_CHUNK: u64 = 5_000;

@@ -5,7 +5,10 @@ use crate::error::Result;
 use crate::pg::Pg;
 
 /// `(version, sql)`, in order.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_user_events.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_user_events.sql")),
+    (2, include_str!("../migrations/0002_locks_and_idempotency.sql")),
+];
 
 /// Applies every migration not yet recorded. [`Pg::client`] does this on an instance's first
 /// connection; tools call it to prepare a database before using it.
@@ -14,38 +17,39 @@ pub async fn run(pg: &Pg) -> Result<()> {
     apply(pg, &mut c).await
 }
 
-/// Applies every migration not yet recorded on `c`, each in its own transaction, under an advisory
-/// lock so that concurrent cold starts do not race.
+/// Applies every migration not yet recorded on `c`, all in one transaction that first takes a
+/// transaction-level advisory lock, so that concurrent cold starts do not race. The lock ends with
+/// the transaction: a cancelled or dropped migration (its `Transaction` rolls back on drop) cannot
+/// leave a pooled connection holding it.
 pub(crate) async fn apply(pg: &Pg, c: &mut crate::pg::Client) -> Result<()> {
+    let tx = pg.timed("migrate", c.transaction()).await?;
     pg.timed(
         "migrate",
-        c.batch_execute(
-            "SELECT pg_advisory_lock(727000);
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(727000);
              CREATE TABLE IF NOT EXISTS quiver_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
         ),
     )
     .await?;
-    let result = async {
-        let done: Vec<i32> = pg
-            .timed("migrate", c.query("SELECT version FROM quiver_migrations", &[]))
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !done.contains(v)) {
-            let tx = pg.timed("migrate", c.transaction()).await?;
-            pg.timed("migrate", tx.batch_execute(sql)).await?;
-            pg.timed(
-                "migrate",
-                tx.execute("INSERT INTO quiver_migrations (version) VALUES ($1)", &[version]),
-            )
-            .await?;
-            pg.timed("migrate", tx.commit()).await?;
-            tracing::info!(version, "applied migration");
-        }
-        Ok(())
+    let done: Vec<i32> = pg
+        .timed("migrate", tx.query("SELECT version FROM quiver_migrations", &[]))
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !done.contains(v)) {
+        pg.timed("migrate", tx.batch_execute(sql)).await?;
+        pg.timed(
+            "migrate",
+            tx.execute("INSERT INTO quiver_migrations (version) VALUES ($1)", &[version]),
+        )
+        .await?;
+        applied.push(*version);
     }
-    .await;
-    let _ = c.batch_execute("SELECT pg_advisory_unlock(727000)").await;
-    result
+    pg.timed("migrate", tx.commit()).await?;
+    for version in applied {
+        tracing::info!(version, "applied migration");
+    }
+    Ok(())
 }

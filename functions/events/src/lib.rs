@@ -14,8 +14,8 @@ use quiver::config::ConfigError;
 use quiver::error::Problem;
 use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
-use quiver::http::{json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
-use quiver::ingest::{self, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
+use quiver::http::{json, read_body, Caller, FromParams, Params, Query, MAX_BODY_BYTES};
+use quiver::ingest::{self, Idempotency, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
 use quiver::pg::Pg;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
@@ -28,11 +28,12 @@ pub const MAX_BULK: u64 = 1_000_000;
 /// Per-instance state: the PostgreSQL pool (which applies migrations on first use).
 pub struct Events {
     pg: Pg,
+    idempotency_ttl: std::time::Duration,
 }
 
 impl Events {
     pub fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Ok(Arc::new(Events { pg: Pg::new(cfg)? }))
+        Ok(Arc::new(Events { pg: Pg::new(cfg)?, idempotency_ttl: cfg.idempotency_ttl }))
     }
 }
 
@@ -62,7 +63,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
 #[utoipa::path(post, path = "/events", tag = "events", operation_id = "write_events",
     params(("Idempotency-Key" = Option<String>, Header,
         pattern = "^[!-~]{1,255}$",
-        description = "1 to 255 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409.")),
+        description = "1 to 255 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409. A key belongs to its caller (the IAM principal that signed the request; unsigned requests share one scope) and is free again `QUIVER_IDEMPOTENCY_TTL_H` hours (default 24) after its first use.")),
     request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB.",
         content((EventsBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
@@ -71,7 +72,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         (status = 413, description = "Over 6 MB or over 10,000 events; `limit` says which.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor NDJSON.", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) -> Result<Response> {
+async fn create(
+    State(s): State<Arc<Events>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let format = BodyFormat::from_content_type(
         headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
     )?;
@@ -85,7 +91,13 @@ async fn create(State(s): State<Arc<Events>>, headers: HeaderMap, body: Body) ->
     })
     .await?;
     let pg = &s.pg;
-    match ingest::insert(pg, &batch, key.as_deref().map(|k| (k, hash.as_str()))).await? {
+    let idempotency = key.as_deref().map(|key| Idempotency {
+        caller: &caller.0,
+        key,
+        body_hash: &hash,
+        ttl: s.idempotency_ttl,
+    });
+    match ingest::insert(pg, &batch, idempotency).await? {
         Outcome::Written(ins) => {
             tracing::info!(
                 inserted = ins.inserted,

@@ -274,6 +274,44 @@ async fn bulk_inserts_the_requested_count() {
     assert!(quiver::ingest::count(&pg().await).await.unwrap() >= before + 5000);
 }
 
+/// The sample Function URL event, signed by `arn` (the request context AWS_IAM auth fills in),
+/// carrying `body` under `Idempotency-Key: key`.
+fn signed_post(arn: &str, key: &str, body: &str) -> lambda_http::Request {
+    let mut event: Value =
+        serde_json::from_str(include_str!("../../../events/events-post.json")).unwrap();
+    event["requestContext"]["authorizer"] =
+        json!({"iam": {"userArn": arn, "accountId": "123456789012", "callerId": "AIDAEXAMPLE"}});
+    event["headers"]["idempotency-key"] = json!(key);
+    event["body"] = json!(body);
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// Issue 17, item 3: an Idempotency-Key belongs to the IAM principal that sent it. Another
+/// principal with the same key and body writes its own batch instead of receiving the first
+/// one's ids; each principal's retry replays its own answer.
+#[tokio::test]
+async fn idempotency_keys_are_scoped_to_the_signing_principal() {
+    let app = app();
+    let u = fresh_user();
+    let key = format!("shared-key-{u}");
+    let body = json!([event(u), event(u)]).to_string();
+    let alice = "arn:aws:iam::123456789012:user/alice";
+    let bob = "arn:aws:sts::123456789012:assumed-role/ingest/bob";
+    let a = app.call(signed_post(alice, &key, &body)).await;
+    assert_eq!(a.status, 201, "{a}");
+    let b = app.call(signed_post(bob, &key, &body)).await;
+    assert_eq!(b.status, 201, "{b}");
+    assert_eq!(b.header("idempotent-replayed"), None, "another principal's key is its own");
+    assert_ne!(a.json()["first_id"], b.json()["first_id"]);
+    assert_eq!(count_user(u).await, 4);
+    for (arn, first) in [(alice, &a), (bob, &b)] {
+        let again = app.call(signed_post(arn, &key, &body)).await;
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{again}");
+        assert_eq!(again.json()["first_id"], first.json()["first_id"]);
+    }
+    assert_eq!(count_user(u).await, 4);
+}
+
 #[tokio::test]
 async fn the_sample_event_runs_through_the_handler() {
     let req =

@@ -3,12 +3,14 @@
 //! and an `x-request-id` that is echoed or generated.
 
 mod body;
+mod caller;
 mod encoding;
 mod params;
 #[cfg(test)]
 mod tests;
 
 pub use body::*;
+pub use caller::*;
 pub use encoding::*;
 pub use params::*;
 
