@@ -21,6 +21,13 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
+/// `N` bytes from the provider's secure random generator (the OS's), for lock tokens and keys.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    provider().secure_random.fill(&mut b).expect("the OS random generator works");
+    b
+}
+
 /// A PEM file of CA certificates, as its bytes and as trust anchors; errors name `var` and the path.
 pub(crate) fn ca_file(
     var: &'static str,

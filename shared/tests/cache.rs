@@ -86,6 +86,50 @@ async fn fifty_concurrent_misses_compute_once() {
     assert_eq!(bodies.len(), 1);
 }
 
+/// Issue 17, item 9: a computation that outlives its lock must not release the lock another
+/// instance took after it expired.
+#[tokio::test]
+async fn an_expired_lock_taken_by_another_instance_is_not_released() {
+    let s = Server::start(free_port());
+    let cache = cache_on(s.port);
+    warm(&cache).await;
+    let key = Key::new("test", "/lock", "", "v1");
+    let lock_key = format!("{}:lock", key.redis_key());
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let taken_over = cache
+        .get_or_compute(key, || {
+            let (mut raw, lock_key) = (raw.clone(), lock_key.clone());
+            async move {
+                let ours: Option<String> =
+                    redis::cmd("GET").arg(&lock_key).query_async(&mut raw).await.unwrap();
+                assert!(ours.is_some(), "the computing instance holds the lock");
+                // Our lock expires and another instance takes it while we still compute.
+                let _: () = redis::cmd("SET")
+                    .arg(&lock_key)
+                    .arg("another-instance")
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+                Ok(body(1))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken_over.status, Status::Miss);
+    let now: Option<String> = redis::cmd("GET").arg(&lock_key).query_async(&mut raw).await.unwrap();
+    assert_eq!(now.as_deref(), Some("another-instance"), "the other instance's lock stays");
+    // Our own lock is released as before.
+    let key2 = Key::new("test", "/lock2", "", "v1");
+    cache.get_or_compute(key2, || async { Ok(body(2)) }).await.unwrap();
+    let left: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:lock", key2.redis_key()))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(left, None);
+}
+
 #[tokio::test]
 async fn a_stopped_valkey_is_bypassed_and_caching_resumes_after_restart() {
     let port = free_port();

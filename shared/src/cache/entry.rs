@@ -11,6 +11,11 @@ use crate::http::{
 #[allow(unused_imports)]
 use super::*;
 
+/// What every Valkey key starts with: a schema version (`s2`; bump it when the stored entry's
+/// format or an answer's shape changes without a new package version) and the package version of
+/// the code that wrote it.
+pub const KEY_PREFIX: &str = concat!("quiver:s2:v", env!("CARGO_PKG_VERSION"), ":");
+
 /// A cache key: xxh3_128 over every input that can change the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub u128);
@@ -37,8 +42,10 @@ impl Key {
         Key(h.digest128())
     }
 
+    /// The Valkey key: the key's hash under [`KEY_PREFIX`], so that during a deploy the old and
+    /// the new code never serve each other's bodies.
     pub fn redis_key(&self) -> String {
-        format!("quiver:v1:{:032x}", self.0)
+        format!("{KEY_PREFIX}{:032x}", self.0)
     }
 }
 

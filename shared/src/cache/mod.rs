@@ -15,7 +15,7 @@ pub use entry::*;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -28,6 +28,15 @@ use crate::valkey::Valkey;
 const LOCK_WAIT: Duration = Duration::from_millis(2_000);
 /// The lock's lifetime in Valkey, so a crashed holder cannot block a key for long.
 const LOCK_TTL_MS: u64 = 10_000;
+
+/// A token no other lock holder has: this process's random id and a counter.
+fn lock_token() -> String {
+    static PROCESS: LazyLock<u128> =
+        LazyLock::new(|| u128::from_le_bytes(crate::tls::random_bytes()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:032x}-{n}", *PROCESS)
+}
 
 /// The shared cache; `None` inside means no Valkey is configured and every answer is a BYPASS.
 pub struct Cache {
@@ -160,12 +169,13 @@ impl Cache {
         Fut: Future<Output = Result<Computed>>,
     {
         let lock_key = format!("{}:lock", key.redis_key());
-        let locked = self.try_lock(&lock_key).await;
+        let token = lock_token();
+        let locked = self.try_lock(&lock_key, &token).await;
         if locked == Some(true) {
             // Double-checked: a leader that just finished (and released the lock) has stored its
             // answer, and a caller that missed before that store must not compute it again.
             if let Ok(Some(entry)) = self.get(&key).await {
-                self.unlock(&lock_key).await;
+                self.unlock(&lock_key, &token).await;
                 return Ok(Computed::new(entry));
             }
         }
@@ -186,21 +196,28 @@ impl Cache {
             tracing::warn!(error = %e, "cache store failed; served without caching");
         }
         if locked == Some(true) {
-            self.unlock(&lock_key).await;
+            self.unlock(&lock_key, &token).await;
         }
         Ok(computed)
     }
 
-    async fn unlock(&self, lock_key: &str) {
+    /// Releases the lock only if it is still ours: when it expired while we computed and another
+    /// instance took it, that instance's lock stays.
+    async fn unlock(&self, lock_key: &str, token: &str) {
+        const UNLOCK: &str =
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
         if let Some(v) = &self.valkey {
             if let Ok(mut c) = v.connection() {
-                let _ = v.run("DEL", c.del::<_, ()>(lock_key)).await;
+                let eval =
+                    redis::cmd("EVAL").arg(UNLOCK).arg(1).arg(lock_key).arg(token).to_owned();
+                let _ = v.run("unlock", eval.query_async::<i64>(&mut c)).await;
             }
         }
     }
 
-    /// `Some(true)` when we hold the lock, `Some(false)` when another does, `None` when Valkey failed.
-    async fn try_lock(&self, lock_key: &str) -> Option<bool> {
+    /// `Some(true)` when we hold the lock (under `token`), `Some(false)` when another does, `None`
+    /// when Valkey failed.
+    async fn try_lock(&self, lock_key: &str, token: &str) -> Option<bool> {
         let v = self.valkey.as_ref()?;
         let mut c = v.connection().ok()?;
         let set: Option<String> = v
@@ -208,7 +225,7 @@ impl Cache {
                 "SET NX",
                 redis::cmd("SET")
                     .arg(lock_key)
-                    .arg(1)
+                    .arg(token)
                     .arg("NX")
                     .arg("PX")
                     .arg(LOCK_TTL_MS)

@@ -10,6 +10,14 @@ fn keys_separate_their_parts() {
     assert_eq!(Key::new("f", "/r", "x=1", "v1"), Key::new("f", "/r", "x=1", "v1"));
 }
 
+/// Issue 17, item 9: during a deploy the old and the new code must not serve each other's bodies.
+#[test]
+fn keys_carry_the_schema_and_the_package_version() {
+    let k = Key::new("f", "/r", "x=1", "v1").redis_key();
+    assert!(k.starts_with(&format!("quiver:s2:v{}:", env!("CARGO_PKG_VERSION"))), "{k}");
+    assert_eq!(k.len(), KEY_PREFIX.len() + 32);
+}
+
 #[test]
 fn entries_round_trip_and_reject_garbage() {
     let e = Entry::new(br#"{"a":1}"#, "application/json");
