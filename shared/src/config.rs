@@ -35,6 +35,9 @@ pub struct Config {
     pub region: String,
     /// `QUIVER_CACHE_TTL_S` (default 300).
     pub cache_ttl: Duration,
+    /// `QUIVER_CURSOR_KEY`: the key that signs `events`' page cursors (at least 32 characters);
+    /// unset, it is derived from the database URL.
+    pub cursor_key: Option<String>,
     /// `QUIVER_IDEMPOTENCY_TTL_H` (default 24): how long an `Idempotency-Key` replays its answer.
     pub idempotency_ttl: Duration,
     /// `QUIVER_PG_TIMEOUT_MS` (default 5000): connect and per-statement limit.
@@ -121,6 +124,15 @@ impl Config {
                 1,
                 86_400 * 30,
             )?),
+            cursor_key: match get("QUIVER_CURSOR_KEY") {
+                Some(k) if k.len() < 32 => {
+                    return Err(ConfigError {
+                        var: "QUIVER_CURSOR_KEY",
+                        problem: "must be at least 32 characters".into(),
+                    })
+                }
+                k => k,
+            },
             idempotency_ttl: Duration::from_secs(
                 3_600
                     * number(
@@ -197,6 +209,7 @@ impl std::fmt::Debug for Config {
             .field("s3_endpoint", &self.s3_endpoint)
             .field("region", &self.region)
             .field("cache_ttl", &self.cache_ttl)
+            .field("cursor_key", &self.cursor_key.as_ref().map(|_| "***"))
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("pg_timeout", &self.pg_timeout)
             .field("pg_pool_size", &self.pg_pool_size)

@@ -93,6 +93,37 @@ impl Error {
         Error::Unavailable { dependency, reason: reason.to_string() }
     }
 
+    /// For a 503, the short, fixed reason a client sees: `timeout`, `refused`, `corrupt` (a
+    /// dependency served something broken: a bad manifest, checksum or bundle), `unpublished` (no
+    /// snapshot or index has been published yet) or `unavailable`.
+    /// The full reason, with host names and driver messages, goes to the log only.
+    pub fn outage(&self) -> Option<&'static str> {
+        let Error::Unavailable { reason, .. } = self else { return None };
+        let r = reason.to_ascii_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| r.contains(w));
+        Some(if any(&["nothing has been published"]) {
+            "unpublished"
+        } else if any(&["timed out", "timeout", "no answer within"]) {
+            "timeout"
+        } else if any(&["refused"]) {
+            "refused"
+        } else if any(&[
+            "corrupt",
+            "not a valid",
+            "unusable",
+            "checksum",
+            "xxh3",
+            "does not match",
+            "lists no files",
+            "could not be loaded",
+            "truncated",
+        ]) {
+            "corrupt"
+        } else {
+            "unavailable"
+        })
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -124,6 +155,9 @@ impl Error {
         let status = self.status();
         let detail = match self {
             Error::Internal(_) => "an internal error occurred; it has been logged".to_string(),
+            Error::Unavailable { dependency, .. } => {
+                format!("{dependency} is unavailable: {}", self.outage().unwrap_or("unavailable"))
+            }
             other => other.to_string(),
         };
         Problem {
@@ -147,6 +181,7 @@ impl Error {
                 Error::Unavailable { dependency, .. } => Some(dependency),
                 _ => None,
             },
+            reason: self.outage(),
         }
     }
 }
@@ -170,20 +205,40 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub dependency: Option<&'static str>,
+    /// Why, in one fixed word (503 only): `timeout`, `refused`, `corrupt`, `unpublished` or
+    /// `unavailable`. The
+    /// details are in the log line with this response's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<&'static str>,
+}
+
+/// What a 5xx response carries for the log: the full message that its body leaves out. The
+/// request's log line (`quiver::http::finish`) writes it next to the `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct LoggedDetail {
+    pub dependency: Option<&'static str>,
+    pub detail: String,
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Error::Internal(msg) => tracing::error!(error = %msg, "internal error"),
+        let logged = match &self {
+            Error::Internal(msg) => Some(LoggedDetail { dependency: None, detail: msg.clone() }),
             Error::Unavailable { dependency, reason } => {
-                tracing::warn!(dependency = *dependency, reason = %reason, "dependency unavailable")
+                Some(LoggedDetail { dependency: Some(dependency), detail: reason.clone() })
             }
-            other => tracing::info!(status = status.as_u16(), problem = %other, "client error"),
-        }
+            other => {
+                tracing::info!(status = status.as_u16(), problem = %other, "client error");
+                None
+            }
+        };
         let body = serde_json::to_vec(&self.problem()).unwrap_or_else(|_| b"{}".to_vec());
         let mut res = (status, body).into_response();
+        if let Some(l) = logged {
+            res.extensions_mut().insert(l);
+        }
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -225,12 +280,25 @@ mod tests {
         assert_eq!(body["errors"][0]["at"], "limit");
     }
 
+    /// Issue 17, item 7: a 503 names the dependency and a fixed reason; the driver's message
+    /// (host names, ports) stays out of the body.
     #[tokio::test]
-    async fn unavailable_is_503_with_dependency_and_reason() {
-        let (status, _, body) = render(Error::unavailable("postgres", "connection refused")).await;
-        assert_eq!(status, 503);
-        assert_eq!(body["dependency"], "postgres");
-        assert!(body["detail"].as_str().unwrap().contains("connection refused"));
+    async fn unavailable_is_503_with_dependency_and_a_fixed_reason() {
+        for (message, reason) in [
+            ("connect: error connecting to server: Connection refused (os error 111)", "refused"),
+            ("list events: timed out after 5000 ms", "timeout"),
+            ("GET snapshots/x/part-0.parquet: xxh3 does not match the manifest", "corrupt"),
+            ("bundle /tmp/quiver/idx.tar.zst is unusable: bad header", "corrupt"),
+            ("db.internal.example:5432: the database system is shutting down", "unavailable"),
+            ("nothing has been published yet: snapshots/m.json does not exist", "unpublished"),
+        ] {
+            let (status, _, body) = render(Error::unavailable("postgres", message)).await;
+            assert_eq!(status, 503);
+            assert_eq!(body["dependency"], "postgres");
+            assert_eq!(body["reason"], reason, "{message}");
+            assert_eq!(body["detail"], format!("postgres is unavailable: {reason}"));
+            assert!(!body.to_string().contains("5432") && !body.to_string().contains("/tmp"));
+        }
     }
 
     #[tokio::test]

@@ -332,7 +332,7 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     assert_eq!(r.status, 503);
     let p = r.json();
     assert_eq!(p["dependency"], "snapshot", "{p}");
-    assert!(p["detail"].as_str().unwrap().contains(&v3), "{p}");
+    assert_eq!(p["reason"], "corrupt", "{p}");
     f.state.expire();
     assert_eq!(f.get("/analytics/summary").await.header("x-data-version"), Some(v1.as_str()));
 }
@@ -349,10 +349,7 @@ async fn no_snapshot_yet_is_a_503_naming_s3() {
         let r = app.get(route).await;
         assert_eq!(r.status, 503, "{route}");
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
-        assert!(
-            r.json()["detail"].as_str().unwrap().contains("nothing has been published"),
-            "{route}"
-        );
+        assert!(r.json()["detail"] == "s3 is unavailable: unpublished", "{route}");
     }
 }
 

@@ -12,7 +12,7 @@ use axum::Router;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use quiver::config::ConfigError;
 use quiver::error::Problem;
-use quiver::events::{BodyFormat, Cursor, Event, EventsBody};
+use quiver::events::{BodyFormat, Cursor, CursorKey, Event, EventsBody};
 use quiver::generate::{Generator, Shape};
 use quiver::http::{json, read_body, Caller, FromParams, Params, Query, MAX_BODY_BYTES};
 use quiver::ingest::{self, Idempotency, Inserted, Outcome, MAX_IDEMPOTENCY_KEY};
@@ -29,11 +29,16 @@ pub const MAX_BULK: u64 = 1_000_000;
 pub struct Events {
     pg: Pg,
     idempotency_ttl: std::time::Duration,
+    cursor_key: CursorKey,
 }
 
 impl Events {
     pub fn new(cfg: &Config) -> std::result::Result<Arc<Self>, ConfigError> {
-        Ok(Arc::new(Events { pg: Pg::new(cfg)?, idempotency_ttl: cfg.idempotency_ttl }))
+        Ok(Arc::new(Events {
+            pg: Pg::new(cfg)?,
+            idempotency_ttl: cfg.idempotency_ttl,
+            cursor_key: CursorKey::from_config(cfg),
+        }))
     }
 }
 
@@ -134,16 +139,16 @@ struct Paging {
     /// Events per page (default 100).
     #[param(required = false, minimum = 1, maximum = 1000)]
     limit: i64,
-    /// `next_cursor` of the previous page.
-    #[param(value_type = Option<String>, pattern = "^[0-9a-fA-F]{32}$")]
-    cursor: Option<Cursor>,
+    /// `next_cursor` of the previous page, unchanged: it is signed, and any other value is a 400.
+    #[param(value_type = Option<String>, pattern = "^[0-9a-f]{64}$")]
+    cursor: Option<String>,
 }
 
 impl FromParams for Paging {
     fn from_params(p: &Params) -> Result<Self> {
         Ok(Paging {
             limit: p.number("limit", Some(100), 1..=1000)?,
-            cursor: p.get("cursor").map(Cursor::decode).transpose()?,
+            cursor: p.get("cursor").map(str::to_string),
         })
     }
 }
@@ -160,11 +165,10 @@ async fn list(
     let user_id: i32 = user_id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
         Error::bad_param("user_id", format!("must be a whole number from 1 to {}", i32::MAX))
     })?;
-    let (events, next) = ingest::list(&s.pg, user_id, paging.limit, paging.cursor).await?;
-    Ok(json(
-        StatusCode::OK,
-        &Page { user_id, count: events.len(), events, next_cursor: next.map(|c| c.encode()) },
-    ))
+    let cursor = paging.cursor.map(|t| Cursor::decode(&t, &s.cursor_key)).transpose()?;
+    let (events, next) = ingest::list(&s.pg, user_id, paging.limit, cursor).await?;
+    let next_cursor = next.map(|c| c.encode(&s.cursor_key));
+    Ok(json(StatusCode::OK, &Page { user_id, count: events.len(), events, next_cursor }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

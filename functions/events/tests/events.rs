@@ -230,6 +230,10 @@ async fn bad_read_parameters_are_400() {
         "/events/1?limit=1001",
         "/events/1?cursor=garbage",
         "/events/1?limit=x",
+        // Issue 17, item 8: a forged far-future position (once a 500 from PostgreSQL) and a
+        // made-up token of the documented shape are refused: cursors are signed.
+        "/events/1?cursor=7fffffffffffffff000000000000000100000000000000000000000000000000",
+        "/events/1?cursor=00000000000000000000000000000000000000000000000000000000000000ff",
     ] {
         let r = app.get(q).await;
         assert_eq!(r.status, 400, "{q}: {r}");

@@ -45,6 +45,8 @@ impl Health {
 pub struct Check {
     pub ok: bool,
     pub ms: f64,
+    /// Why it failed, in one fixed word (`timeout`, `refused`, `corrupt`, `unavailable`), or the
+    /// variable that is not set; the details are in the log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -87,13 +89,16 @@ where
     let ms = (t.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     match res {
         Ok(Ok(())) => Check { ok: true, ms, error: None },
-        Ok(Err(Error::Unavailable { reason, .. })) => Check { ok: false, ms, error: Some(reason) },
-        Ok(Err(e)) => Check { ok: false, ms, error: Some(e.to_string()) },
-        Err(_) => Check {
-            ok: false,
-            ms,
-            error: Some(format!("no answer within {} ms", timeout.as_millis())),
-        },
+        // The report says why in one fixed word; the driver's message (hosts, ports) is logged.
+        Ok(Err(e @ Error::Unavailable { .. })) => {
+            tracing::warn!(error = %e, "health check failed");
+            Check { ok: false, ms, error: e.outage().map(str::to_string) }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check failed");
+            Check { ok: false, ms, error: Some("unavailable".into()) }
+        }
+        Err(_) => Check { ok: false, ms, error: Some("timeout".into()) },
     }
 }
 

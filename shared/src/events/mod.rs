@@ -2,12 +2,14 @@
 //! NDJSON), the opaque pagination cursor, and the COPY BINARY row encoding used by every writer.
 
 mod copy;
+#[cfg(feature = "pg")]
 mod cursor;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 pub use copy::*;
+#[cfg(feature = "pg")]
 pub use cursor::*;
 pub use parse::*;
 

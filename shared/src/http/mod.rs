@@ -117,7 +117,8 @@ pub async fn finish(req: Request, next: Next) -> Response {
     let mut bytes = match body.collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            return Error::Internal(format!("reading the response body: {e}")).into_response()
+            tracing::error!(request_id = request_id.to_str().unwrap_or(""), error = %e, "reading the response body");
+            return Error::Internal(format!("reading the response body: {e}")).into_response();
         }
     };
 
@@ -155,6 +156,15 @@ pub async fn finish(req: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     if let Ok(v) = HeaderValue::from_str(&format!("total;dur={:.3}", elapsed.as_secs_f64() * 1e3)) {
         parts.headers.append(SERVER_TIMING, v);
+    }
+    if let Some(l) = parts.extensions.get::<crate::error::LoggedDetail>() {
+        let id = request_id.to_str().unwrap_or("");
+        match l.dependency {
+            Some(dependency) => {
+                tracing::warn!(request_id = id, dependency, reason = %l.detail, "dependency unavailable")
+            }
+            None => tracing::error!(request_id = id, error = %l.detail, "internal error"),
+        }
     }
     tracing::info!(
         request_id = request_id.to_str().unwrap_or(""),

@@ -137,3 +137,40 @@ async fn oversized_bodies_are_413() {
     let e = read_body(&h, Body::empty(), 10).await.unwrap_err();
     assert_eq!(e.status(), 413);
 }
+
+/// Issue 17, item 7: a 503's body carries the dependency and a fixed reason, and the driver's
+/// message is logged on a line with the response's `x-request-id`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_503_logs_its_detail_under_the_request_id() {
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    const SECRET: &str = "db.internal.example:5432: connection refused";
+    let app = app(Router::new()
+        .route("/down", axum::routing::get(|| async { Error::unavailable("postgres", SECRET) })));
+    let req = Request::get("/down").body(Body::empty()).unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let id = res.headers()[X_REQUEST_ID].to_str().unwrap().to_string();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("5432") && body.contains("\"reason\":\"refused\""), "{body}");
+    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let line = log.lines().find(|l| l.contains(SECRET)).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains(&id), "the detail's line names the request id: {line}");
+}
