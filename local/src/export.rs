@@ -25,6 +25,12 @@ pub async fn run(
     keep: Option<usize>,
 ) -> anyhow::Result<ExportReport> {
     let window = Window { from: time("from", from)?, to: time("to", to)? };
+    // `analytics` serves the newest version at its prefix: a window published there would replace
+    // the full snapshot.
+    anyhow::ensure!(
+        window == Window::default() || prefix.is_some(),
+        "--from/--to export a part of the table: give it its own --prefix, so that it does not replace the snapshot analytics serves"
+    );
     if let (Some(a), Some(b)) = (window.from, window.to) {
         anyhow::ensure!(a < b, "--to must be later than --from");
     }

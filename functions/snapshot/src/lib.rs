@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::Router;
 use http::StatusCode;
 use quiver::config::ConfigError;
-use quiver::http::{json, Query};
+use quiver::http::{json, FromParams, Params, Query};
 use quiver::pg::Pg;
 pub use quiver::snapshot::{ExportReport, SnapshotSettings, Window};
 use quiver::storage::Storage;
@@ -77,14 +77,38 @@ pub fn routes(state: Arc<Snapshot>) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// `POST /snapshot[?from=&to=]`: exports (optionally only a time window) and answers with the report.
+/// `POST /snapshot` exports the whole table. It takes no window: `analytics` serves the newest
+/// published snapshot, so a windowed export published there would replace the full one (and
+/// retention would then delete the full versions). A `from` or `to` is a 400 that says so.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Whole {}
+
+impl FromParams for Whole {
+    fn names() -> Vec<String> {
+        vec!["from".into(), "to".into()]
+    }
+
+    fn from_params(p: &Params) -> Result<Self> {
+        for name in ["from", "to"] {
+            if p.get(name).is_some() {
+                return Err(Error::bad_param(
+                    name,
+                    "a snapshot is always the whole table, since analytics serves the newest one; filter with from/to on the /analytics routes instead",
+                ));
+            }
+        }
+        Ok(Whole {})
+    }
+}
+
+/// `POST /snapshot`: exports the whole table and answers with the report.
 #[utoipa::path(post, path = "/snapshot", tag = "snapshot", operation_id = "create_snapshot",
-    params(Window),
     responses(
         (status = 201, description = "Exported and published: the manifest now points at this version.", body = ExportReport),
         (status = 409, description = "An export is already running on this instance.", body = quiver::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn create(State(s): State<Arc<Snapshot>>, Query(window): Query<Window>) -> Result<Response> {
-    let report = s.run(&window).await?;
+async fn create(State(s): State<Arc<Snapshot>>, Query(_): Query<Whole>) -> Result<Response> {
+    let report = s.run(&Window::default()).await?;
     Ok(json(StatusCode::CREATED, &report))
 }
