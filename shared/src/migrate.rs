@@ -5,7 +5,10 @@ use crate::error::Result;
 use crate::pg::Pg;
 
 /// `(version, sql)`, in order.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_user_events.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_user_events.sql")),
+    (3, include_str!("../migrations/0003_duration_ms.sql")),
+];
 
 /// Applies every migration not yet recorded. [`Pg::client`] does this on an instance's first
 /// connection; tools call it to prepare a database before using it.
