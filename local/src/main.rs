@@ -34,6 +34,10 @@ enum Cmd {
         /// Address to listen on (default: QUIVER_SERVE_ADDR, else 127.0.0.1:8080).
         #[arg(long)]
         addr: Option<String>,
+        /// Answer on one thread (a current-thread runtime), as a Lambda instance does; the bench's
+        /// latency rows use it. Without it, one worker per core, for throughput.
+        #[arg(long)]
+        current_thread: bool,
     },
     /// Print the OpenAPI 3.1 document of every route (what `GET /openapi.json` serves).
     Openapi,
@@ -80,8 +84,16 @@ enum Cmd {
     Env,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut rt = match cli.cmd {
+        Cmd::Serve { current_thread: true, .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    rt.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     env::load();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -89,11 +101,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_target(false)
         .init();
-    match Cli::parse().cmd {
+    match cli.cmd {
         Cmd::Up { only } => services::up(only).await,
         Cmd::Down { only } => services::down(only).await,
         Cmd::Status => services::status().await,
-        Cmd::Serve { addr } => {
+        Cmd::Serve { addr, .. } => {
             serve::run(addr.or_else(|| std::env::var("QUIVER_SERVE_ADDR").ok())).await
         }
         Cmd::Openapi => {

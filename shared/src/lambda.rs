@@ -1,5 +1,10 @@
 //! Lambda glue: tracing as Lambda expects it, a cold-start line with the init duration, and
 //! `lambda_http::run` around the function's routes.
+//!
+//! Every `main.rs` runs on a current-thread runtime (`#[tokio::main(flavor = "current_thread")]`):
+//! Lambda gives an instance one request at a time, and on a multi-thread runtime each request woke
+//! a second worker thread (a futex and a context switch) for nothing. CPU-heavy work already goes
+//! to `spawn_blocking` or to the libraries' own threads (DuckDB, Polars, Tantivy).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;

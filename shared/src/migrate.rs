@@ -8,6 +8,7 @@ use crate::pg::Pg;
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_user_events.sql")),
     (2, include_str!("../migrations/0002_locks_and_idempotency.sql")),
+    (3, include_str!("../migrations/0003_duration_ms.sql")),
 ];
 
 /// Applies every migration not yet recorded. [`Pg::client`] does this on an instance's first

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use quiver::analytics::{postgres, Filters, FunnelRow, Summary, FUNNEL_PAGES};
-use quiver::events::{EventType, NewEvent};
+use quiver::events::{EventType, NewEvent, MAX_DURATION_MS};
 use quiver::generate::{Generator, Shape};
 use quiver::pg::Pg;
 use quiver::testing::service_config;
@@ -17,7 +17,8 @@ fn expected_summary(events: &[NewEvent]) -> Summary {
     for e in events {
         *by_type.entry(e.event_type).or_insert(0i64) += 1;
         let m: serde_json::Value = serde_json::from_str(&e.metadata).unwrap();
-        if let Some(d) = m["duration_ms"].as_f64() {
+        // Numbers outside the accepted range, written before the bound, are left out.
+        if let Some(d) = m["duration_ms"].as_f64().filter(|d| (0.0..=MAX_DURATION_MS).contains(d)) {
             durations.push(d);
         }
     }
@@ -65,6 +66,10 @@ async fn summary_and_funnel_match_a_plain_computation() {
     let mut events: Vec<NewEvent> = (0..3000).map(|i| gen.event(i)).collect();
     // Metadata a user could send: a non-numeric duration must not break the average.
     events[0].metadata = r#"{"duration_ms":"fast"}"#.into();
+    // Rows written before `POST /events` bounded duration_ms (issue 17, item 5): 1e200 overflowed
+    // float8 `avg` and the summary answered 500; a negative one is left out as well.
+    events[1].metadata = r#"{"duration_ms":1e200}"#.into();
+    events[2].metadata = r#"{"duration_ms":-5}"#.into();
     quiver::ingest::insert(&pg, &events, None).await.unwrap();
 
     let window = Filters {
@@ -79,4 +84,53 @@ async fn summary_and_funnel_match_a_plain_computation() {
     let only: Vec<NewEvent> =
         events.iter().filter(|e| e.event_type == EventType::Click).cloned().collect();
     assert_eq!(postgres::summary(&pg, &clicks).await.unwrap(), expected_summary(&only));
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, rest) = url.rsplit_once('/').expect("a URL with a database name");
+    let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+    format!("{base}/{db}{query}")
+}
+
+/// Issue 17, item 6: ties at the funnel's cutoff are ordered by bytes, as DuckDB orders them, even
+/// in a database whose collation (ICU en-US, case-insensitive first) orders them otherwise.
+#[tokio::test]
+async fn funnel_ties_at_the_cutoff_are_ordered_by_bytes_under_an_icu_collation() {
+    let cfg = service_config();
+    let admin = Pg::new(&cfg).unwrap();
+    let db = quiver::testing::unique_name("funnel_icu").replace('-', "_");
+    let create = format!(
+        "CREATE DATABASE {db} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    );
+    admin.client().await.unwrap().batch_execute(&create).await.unwrap();
+    let url = with_database(cfg.database_url.as_deref().unwrap(), &db);
+    let pg = Pg::new(&quiver::config::Config { database_url: Some(url), ..cfg.clone() }).unwrap();
+    quiver::migrate::run(&pg).await.unwrap();
+
+    // 19 pages with two views, then two with one: "/B" and "/a" tie for the 20th place. By bytes
+    // "/B" comes first; under en-US, "/a" does.
+    let gen = Generator::new(1, Shape::default());
+    let view = |page: &str| NewEvent {
+        event_type: EventType::PageView,
+        page_url: page.to_string(),
+        ..gen.event(0)
+    };
+    let mut events: Vec<NewEvent> =
+        (0..19).flat_map(|k| vec![view(&format!("/p{k:02}")); 2]).collect();
+    events.extend([view("/a"), view("/B")]);
+    quiver::ingest::insert(&pg, &events, None).await.unwrap();
+    let funnel = postgres::funnel(&pg, &Filters::default()).await;
+
+    drop(pg);
+    admin
+        .client()
+        .await
+        .unwrap()
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let funnel = funnel.unwrap();
+    assert_eq!(funnel, expected_funnel(&events));
+    assert_eq!(funnel.last().unwrap().page_url, "/B");
 }

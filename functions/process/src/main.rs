@@ -1,4 +1,4 @@
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), quiver::lambda::Error> {
     quiver::lambda::init();
     let state = process::Process::new(&quiver::lambda::config().await?)?;

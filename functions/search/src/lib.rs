@@ -32,6 +32,10 @@ const ROUTE: &str = "/search";
 pub const X_INDEX_VERSION: &str = "x-index-version";
 pub const MAX_LIMIT: usize = 100;
 pub const MAX_OFFSET: usize = 10_000;
+/// Indexes of up to this many documents are searched on the request's own task: such a search
+/// takes tens of µs, less than the hop to a blocking thread and back. Larger ones are searched
+/// on a blocking thread, so that a long search does not hold up other requests.
+const INLINE_DOCS: u64 = 100_000;
 /// Longest `q`, in characters: longer queries are abuse, not search (and 256 of them, each
 /// percent-encoded, stay within the query-string limit).
 pub const MAX_Q_CHARS: usize = 256;
@@ -91,7 +95,7 @@ impl Search {
     ) -> std::result::Result<Arc<Self>, ConfigError> {
         Ok(Arc::new(Search {
             tracker: Tracker::new(Storage::new(cfg).await?, &s.prefix, s.dir, s.check_every),
-            cache: Cache::from_config(cfg)?,
+            cache: Cache::from_config(cfg)?.without_lock(),
             computations: AtomicU64::new(0),
         }))
     }
@@ -294,7 +298,8 @@ async fn search_route(
         .cache
         .answer(key, true, timing, || {
             s.computations.fetch_add(1, Ordering::Relaxed);
-            quiver::blocking("search task", move || {
+            let inline = loaded.value.doc_count <= INLINE_DOCS;
+            let run = move || {
                 let t = Instant::now();
                 let hits = loaded.value.search(&q.as_search())?;
                 Computed::json(&Answer {
@@ -304,7 +309,14 @@ async fn search_route(
                     index_version: &loaded.manifest.version,
                     results: &hits.hits,
                 })
-            })
+            };
+            async move {
+                if inline {
+                    run()
+                } else {
+                    quiver::blocking("search task", run).await
+                }
+            }
         })
         .await?;
     Ok(answer.with_header(X_INDEX_VERSION, &version).respond(&headers))

@@ -55,6 +55,14 @@ pub struct Options {
     /// Exit non-zero when a workload failed (CI); otherwise the row says why and the run goes on.
     #[arg(long)]
     pub strict: bool,
+    /// The `quiver-local` binary that serves (default: this one), e.g. an older build to compare
+    /// with under the same load generator and workloads.
+    #[arg(long)]
+    pub server: Option<std::path::PathBuf>,
+    /// Measure latency on the multi-thread server too, instead of on `serve --current-thread`
+    /// (needed with a `--server` built before that flag existed).
+    #[arg(long)]
+    pub multi_thread_latency: bool,
     /// Where results go (default: bench/results in the checkout).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -70,6 +78,9 @@ pub struct Ctx {
     pub lambda: Vec<(String, SocketAddr)>,
     pub opts: Options,
     pub server_pid: u32,
+    /// `quiver-local serve --current-thread`, which the latency runs measure.
+    pub latency: SocketAddr,
+    pub latency_pid: u32,
 }
 
 impl Ctx {
@@ -115,6 +126,29 @@ async fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> Result<()>
     bail!("nothing answered {path} on {addr} within {}s", within.as_secs())
 }
 
+/// Starts `quiver-local serve` with `args` on a free port and waits until it answers.
+async fn start_server(
+    opts: &Options,
+    args: &[&str],
+) -> Result<(SocketAddr, tokio::process::Child)> {
+    let addr = free_addr()?;
+    let bin = match &opts.server {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let server = tokio::process::Command::new(bin)
+        .args(["serve", "--addr", &addr.to_string()])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting quiver-local serve")?;
+    wait_http(addr, "/health", Duration::from_secs(60)).await?;
+    Ok((addr, server))
+}
+
 /// Pins every thread of `pid` to `cpus` (e.g. "0" or "0,1") with taskset, when it is there.
 pub fn pin(pid: u32, cpus: &str) -> bool {
     std::process::Command::new("taskset")
@@ -130,16 +164,17 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
     crate::services::up(None).await.context("bringing the services up")?;
     workloads::prepare(&opts).await?;
 
-    let addr = free_addr()?;
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--addr", &addr.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting quiver-local serve")?;
-    wait_http(addr, "/health", Duration::from_secs(60)).await?;
+    // One server per runtime: throughput on one worker per core, latency on one thread, as a
+    // Lambda instance answers (one request at a time; `serve --current-thread`).
+    let (addr, mut server) = start_server(&opts, &[]).await?;
+    let mut latency_server = None;
+    let latency = if opts.multi_thread_latency {
+        addr
+    } else {
+        let (a, s) = start_server(&opts, &["--current-thread"]).await?;
+        latency_server = Some(s);
+        a
+    };
     // One `cargo lambda watch` per function measured on the Lambda path, each started from the
     // function's own directory: `cargo run` there builds that package alone, with its own features,
     // as Lambda packaging does (and reuses what `cargo build -p NAME` built), instead of one
@@ -172,9 +207,19 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
             lambda.push((name.to_string(), a));
         }
     }
-    let ctx = Ctx { serve: addr, lambda, server_pid: server.id().unwrap_or(0), opts: opts.clone() };
+    let ctx = Ctx {
+        serve: addr,
+        lambda,
+        server_pid: server.id().unwrap_or(0),
+        latency,
+        latency_pid: latency_server.as_ref().unwrap_or(&server).id().unwrap_or(0),
+        opts: opts.clone(),
+    };
     let rows = workloads::run_all(&ctx).await;
     let _ = server.kill().await;
+    if let Some(mut s) = latency_server {
+        let _ = s.kill().await;
+    }
     for mut w in watches {
         let _ = w.kill().await;
     }

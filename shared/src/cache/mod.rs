@@ -43,6 +43,8 @@ pub struct Cache {
     valkey: Option<Arc<Valkey>>,
     ttl: Duration,
     inflight: Mutex<HashMap<Key, Arc<OnceCell<Computed>>>>,
+    /// Whether a miss takes the Valkey lock (see [`Cache::without_lock`]).
+    lock: bool,
 }
 
 /// What a lookup found, with how long the lookup took.
@@ -54,7 +56,15 @@ pub struct Lookup {
 
 impl Cache {
     pub fn new(valkey: Option<Arc<Valkey>>, ttl: Duration) -> Self {
-        Cache { valkey, ttl, inflight: Mutex::new(HashMap::new()) }
+        Cache { valkey, ttl, inflight: Mutex::new(HashMap::new()), lock: true }
+    }
+
+    /// For answers that cost less to compute than the lock's three extra round trips (`SET NX`,
+    /// `GET`, `DEL`), e.g. a search: a miss is then `GET`, compute, `SET`. Concurrent misses in
+    /// one process still compute once; two instances may both compute the same answer.
+    pub fn without_lock(mut self) -> Self {
+        self.lock = false;
+        self
     }
 
     /// From the configuration: Valkey when `QUIVER_VALKEY_URL` is set, else always BYPASS.
@@ -170,7 +180,7 @@ impl Cache {
     {
         let lock_key = format!("{}:lock", key.redis_key());
         let token = lock_token();
-        let locked = self.try_lock(&lock_key, &token).await;
+        let locked = if self.lock { self.try_lock(&lock_key, &token).await } else { None };
         if locked == Some(true) {
             // Double-checked: a leader that just finished (and released the lock) has stored its
             // answer, and a caller that missed before that store must not compute it again.

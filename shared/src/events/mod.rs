@@ -60,6 +60,10 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 pub const MAX_PAGE_URL: usize = 2048;
 /// Largest serialized `metadata` accepted.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// Largest `metadata.duration_ms` accepted when it is a number (about 31 years); from 0 up. The
+/// bound keeps float8 `avg` in PostgreSQL from overflowing (1e200 did), and migration 0003's
+/// generated column leaves out any value outside it that was written before.
+pub const MAX_DURATION_MS: f64 = 1e12;
 /// At most this many problems are reported in one 400.
 pub const MAX_REPORTED_ERRORS: usize = 20;
 
@@ -151,8 +155,16 @@ fn metadata_object(nullable: bool) -> utoipa::openapi::schema::ObjectBuilder {
         .additional_properties(Some(Ref::from_schema_name(METADATA_VALUE)))
 }
 
+/// The top-level object: as any other, but a numeric `duration_ms` is bounded (JSON Schema's
+/// `minimum`/`maximum` leave other types alone, so `"fast"` stays valid).
 fn metadata_schema() -> utoipa::openapi::Schema {
-    metadata_object(true).into()
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, SchemaType};
+    let bounded = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .minimum(Some(0))
+        .maximum(Some(MAX_DURATION_MS));
+    let duration = AllOfBuilder::new().item(Ref::from_schema_name(METADATA_VALUE)).item(bounded);
+    metadata_object(true).property("duration_ms", duration).into()
 }
 
 /// Any JSON value without NUL in a string or a key, at any depth.

@@ -1,8 +1,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    BodyFormat, EventType, NewEvent, MAX_EVENTS_PER_REQUEST, MAX_METADATA_BYTES, MAX_PAGE_URL,
-    MAX_REPORTED_ERRORS,
+    BodyFormat, EventType, NewEvent, MAX_DURATION_MS, MAX_EVENTS_PER_REQUEST, MAX_METADATA_BYTES,
+    MAX_PAGE_URL, MAX_REPORTED_ERRORS,
 };
 use crate::error::{Error, FieldError, Result};
 
@@ -128,6 +128,13 @@ pub fn validate(at: &str, v: Value, now_us: i64) -> std::result::Result<NewEvent
         Value::String(s) => Ok(s),
         other => Err(format!("must be a string, not {}", kind(&other))),
     });
+    let duration = m.get("metadata").and_then(|v| v.get("duration_ms")).and_then(Value::as_f64);
+    if duration.is_some_and(|d| !(0.0..=MAX_DURATION_MS).contains(&d)) {
+        report(
+            "metadata.duration_ms",
+            Some(format!("must be a number from 0 to {MAX_DURATION_MS:e} when it is a number")),
+        );
+    }
     let metadata = optional(&mut m, "metadata", "{}".to_string(), &mut report, |v| match v {
         v @ Value::Object(_) => {
             let text = v.to_string();

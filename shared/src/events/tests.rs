@@ -94,3 +94,23 @@ fn wrong_shapes_and_types_are_400() {
         BodyFormat::NdJson
     );
 }
+
+#[test]
+fn a_duration_out_of_range_is_400_naming_it() {
+    let ev = |d: &str| {
+        format!(
+            r#"{{"user_id":1,"event_type":"click","page_url":"/a","metadata":{{"duration_ms":{d}}}}}"#
+        )
+    };
+    for bad in ["1e200", "-1", "1000000000001"] {
+        let p = problems(one(&ev(bad)).unwrap_err());
+        assert_eq!(
+            p,
+            ["metadata.duration_ms: must be a number from 0 to 1e12 when it is a number"],
+            "{bad}"
+        );
+    }
+    for good in ["0", "1200", "1.5", "1e12", "\"fast\"", "null"] {
+        assert!(one(&ev(good)).is_ok(), "{good}");
+    }
+}

@@ -14,12 +14,12 @@ use crate::analytics::pg_window;
 use crate::error::{Error, Result};
 use crate::time::{ms, rfc3339, DAY_US};
 
-/// Flattens the metadata fields the queries use. `duration_ms` is a number only where the JSON
-/// value is a number, exactly as `analytics::postgres` averages it; `amount_cents` only where it
-/// is a whole number that fits. The raw JSON stays in `metadata`.
+/// Flattens the metadata fields the queries use. `duration_ms` is the generated column that
+/// `analytics::postgres` averages (migration 0003), so both sources average the same values;
+/// `amount_cents` is set only where it is a whole number that fits. The raw JSON stays in `metadata`.
 const EXPORT_SQL: &str = concat!(
     "SELECT id, user_id, event_type, page_url, created_at, \
-       CASE WHEN jsonb_typeof(metadata->'duration_ms') = 'number' THEN (metadata->>'duration_ms')::float8 END, \
+       duration_ms, \
        metadata->>'browser', metadata->>'device', metadata->>'country', metadata->>'referrer', \
        CASE WHEN jsonb_typeof(metadata->'amount_cents') = 'number' AND (metadata->>'amount_cents') ~ '^-?[0-9]{1,18}$' \
             THEN (metadata->>'amount_cents')::int8 END, \

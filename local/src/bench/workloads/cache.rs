@@ -4,10 +4,11 @@
 use anyhow::Result;
 use serde_json::json;
 
+use super::measure::median;
 use super::measure::{
     check, latency_and_rps, latency_and_throughput, load, p50_p99, route, through_lambda,
 };
-use super::table::{CACHE_HIT, CACHE_MISS, DUCKDB_7206, PG_SUMMARY};
+use super::table::{CACHE_HIT, CACHE_MISS, DUCKDB_7206, PG_SUMMARY, PG_SUMMARY_EXPLAIN};
 use crate::bench::loadgen::{Req, Stop};
 use crate::bench::{Ctx, Row};
 
@@ -56,5 +57,69 @@ pub async fn miss(ctx: &Ctx) -> Result<Vec<Row>> {
     if n == 7206 {
         rows.push(Row::new(&DUCKDB_7206, "serve").figure(p50_p99(&duck), duck.p50_us / 1e3));
     }
+    let runs = if ctx.opts.quick {
+        3
+    } else if n > 100_000 {
+        5
+    } else {
+        31
+    };
+    let (ours, theirs) = explain_summary(runs).await?;
+    let row = Row::new(&PG_SUMMARY_EXPLAIN, "binary").fill("events", n);
+    rows.push(
+        Row {
+            reference: format!("its own query: {theirs:.2} ms (measured here, same table)"),
+            reference_ms: Some(theirs),
+            ..row
+        }
+        .figure(
+            format!(
+                "{ours:.2} ms, {:.0}% of the reference query (medians of {runs}, interleaved)",
+                100.0 * ours / theirs
+            ),
+            ours,
+        ),
+    );
     Ok(rows)
+}
+
+/// The reference stack's summary query (issue 19), as it runs it.
+const REFERENCE_SUMMARY: &str =
+    "SELECT count(*), count(DISTINCT user_id), count(*) FILTER (WHERE event_type='page_view'), \
+    count(*) FILTER (WHERE event_type='click'), count(*) FILTER (WHERE event_type='conversion'), \
+    avg((metadata->>'duration_ms')::int) FROM user_events";
+
+/// The median `Execution Time` of `EXPLAIN ANALYZE` for Quiver's summary query (unfiltered) and
+/// for the reference's, run alternately on one connection after three warm-up rounds: the
+/// server's own time, without the client or the network.
+async fn explain_summary(runs: usize) -> Result<(f64, f64)> {
+    let pg = quiver::pg::Pg::new(&quiver::Config::from_env()?)?;
+    let c = pg.client().await?;
+    let explain = |sql: &str| format!("EXPLAIN (ANALYZE, TIMING OFF) {sql}");
+    let (ours, theirs) =
+        (explain(&quiver::analytics::postgres::summary_sql()), explain(REFERENCE_SUMMARY));
+    let no_time: Option<chrono::DateTime<chrono::Utc>> = None;
+    let no_type: Option<&str> = None;
+    let execution_ms = |rows: Vec<tokio_postgres::Row>| -> Result<f64> {
+        rows.iter()
+            .filter_map(|r| {
+                r.get::<_, String>(0)
+                    .strip_prefix("Execution Time: ")?
+                    .strip_suffix(" ms")?
+                    .parse()
+                    .ok()
+            })
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("EXPLAIN ANALYZE gave no execution time"))
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..runs + 3 {
+        let x = execution_ms(c.query(&ours, &[&no_time, &no_time, &no_type]).await?)?;
+        let y = execution_ms(c.query(&theirs, &[]).await?)?;
+        if round >= 3 {
+            a.push(x);
+            b.push(y);
+        }
+    }
+    Ok((median(a.into_iter()), median(b.into_iter())))
 }

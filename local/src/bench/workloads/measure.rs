@@ -41,18 +41,34 @@ pub async fn load(
     loadgen::run(&plan).await
 }
 
-/// Latency at one connection with client and server on different cores, then throughput at
-/// `--connections` unpinned.
+/// Latency at one connection on the current-thread server, with client and server on different
+/// cores, then throughput at `--connections` unpinned on the multi-thread one.
 pub async fn latency_and_throughput(
     ctx: &Ctx,
     requests: Vec<Req>,
 ) -> Result<(LoadReport, LoadReport, bool)> {
-    let pinned = pin(ctx.server_pid, "1") && pin(std::process::id(), "0");
-    let lat = load(ctx, requests.clone(), 1, Stop::After(ctx.measure_for())).await;
-    pin(ctx.server_pid, "0,1");
+    latency_and_throughput_of(ctx, requests.clone(), requests).await
+}
+
+/// [`latency_and_throughput`] with other requests for each run (requests that must not repeat).
+pub async fn latency_and_throughput_of(
+    ctx: &Ctx,
+    latency: Vec<Req>,
+    throughput: Vec<Req>,
+) -> Result<(LoadReport, LoadReport, bool)> {
+    let pinned = pin(ctx.latency_pid, "1") && pin(std::process::id(), "0");
+    let plan = Plan {
+        addr: ctx.latency,
+        requests: latency,
+        connections: 1,
+        warmup: ctx.warmup(),
+        stop: Stop::After(ctx.measure_for()),
+    };
+    let lat = loadgen::run(&plan).await;
+    pin(ctx.latency_pid, "0,1");
     pin(std::process::id(), "0,1");
     let lat = lat?;
-    let thr = load(ctx, requests, ctx.opts.connections, Stop::After(ctx.measure_for())).await?;
+    let thr = load(ctx, throughput, ctx.opts.connections, Stop::After(ctx.measure_for())).await?;
     Ok((lat, thr, pinned))
 }
 

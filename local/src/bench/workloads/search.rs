@@ -6,8 +6,11 @@ use anyhow::Result;
 use quiver::search::Corpus;
 use serde_json::json;
 
-use super::measure::{check, latency_and_rps, latency_and_throughput, route, through_lambda};
-use super::table::{INDEX_10K, INDEX_REALISTIC_100K, INDEX_REALISTIC_10K, SEARCH};
+use super::measure::{
+    check, latency_and_rps, latency_and_throughput, latency_and_throughput_of, route,
+    through_lambda,
+};
+use super::table::{INDEX_10K, INDEX_REALISTIC_100K, INDEX_REALISTIC_10K, SEARCH, SEARCH_MISS};
 use crate::bench::loadgen::Req;
 use crate::bench::{Ctx, Row};
 
@@ -97,5 +100,20 @@ pub async fn queries(ctx: &Ctx) -> Result<Vec<Row>> {
         .figure(latency_and_rps(&lat, &thr, pinned), lat.p50_us / 1e3)
         .detail(json!({"latency": lat, "throughput": thr, "pinned": pinned, "queries": mix}))];
     rows.extend(through_lambda(ctx, &SEARCH, "search", reqs).await?);
+    // Misses: `performance <word>` matches every reference document, like `performance`, with a
+    // word no document holds and no request before asked for: the latency and the throughput run
+    // each get their own 300,000, more than either sends.
+    let run = std::process::id();
+    let misses = |tag: &str| -> Vec<Req> {
+        (0..300_000).map(|i| Req::get(format!("/search?q=performance+{tag}{run}x{i}"))).collect()
+    };
+    let (lat, thr, pinned) = latency_and_throughput_of(ctx, misses("l"), misses("t")).await?;
+    check(&lat)?;
+    check(&thr)?;
+    rows.push(
+        Row::new(&SEARCH_MISS, "serve")
+            .figure(latency_and_rps(&lat, &thr, pinned), lat.p50_us / 1e3)
+            .detail(json!({"latency": lat, "throughput": thr, "pinned": pinned})),
+    );
     Ok(rows)
 }
