@@ -45,6 +45,7 @@ pub async fn fetch_manifest(
     let body = out.body.collect().await.map_err(|e| s3_error("GetObject", &key, e))?.into_bytes();
     let m: Manifest = serde_json::from_slice(&body)
         .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
+    m.validate(prefix)?;
     Ok(Some((m, etag)))
 }
 

@@ -26,6 +26,46 @@ pub struct Manifest {
     pub meta: serde_json::Value,
 }
 
+impl Manifest {
+    /// Checks every value that becomes a local path or an S3 key, before any is used: a manifest
+    /// is data from S3. The version is 1–64 of `[0-9A-Za-z_-]`; a file name is relative, of
+    /// segments of `[0-9A-Za-z=._-]` that are not `.` or `..`; its key is `<prefix>/<version>/<name>`;
+    /// its checksum is 32 hex digits. Anything else is a 503 (`corrupt`) naming the value.
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::unavailable(
+                crate::storage::NAME,
+                format!("{} is not a valid manifest: {what}", manifest_key(prefix)),
+            ))
+        };
+        let v = &self.version;
+        if v.is_empty()
+            || v.len() > 64
+            || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return bad(format!("version {v:?}"));
+        }
+        for f in &self.files {
+            let segment_ok = |seg: &str| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"=._-".contains(&b))
+            };
+            if f.name.len() > 255 || !f.name.split('/').all(segment_ok) {
+                return bad(format!("file name {:?}", f.name));
+            }
+            if f.key != format!("{prefix}/{v}/{}", f.name) {
+                return bad(format!("key {:?} of {:?}", f.key, f.name));
+            }
+            if f.xxh3_128.len() != 32 || !f.xxh3_128.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(format!("checksum {:?} of {:?}", f.xxh3_128, f.name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A sortable version name: the UTC time to the millisecond plus a random suffix.
 pub fn new_version() -> String {
     let now = chrono::Utc::now();
@@ -61,4 +101,50 @@ pub async fn checksum_file(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, format!("{:032x}", h.digest128())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(version: &str, name: &str, key: Option<&str>) -> Manifest {
+        Manifest {
+            version: version.into(),
+            created_at: String::new(),
+            files: vec![FileEntry {
+                name: name.into(),
+                key: key.map_or_else(|| format!("p/{version}/{name}"), str::to_string),
+                size: 1,
+                xxh3_128: "0".repeat(32),
+            }],
+            meta: serde_json::Value::Null,
+        }
+    }
+
+    /// Issue 16, item 6: manifest values become paths and keys only after they are checked.
+    #[test]
+    fn manifests_with_names_that_escape_are_refused() {
+        let v = new_version();
+        assert!(manifest(&v, "dt=2026-10-01/part-00000.parquet", None).validate("p").is_ok());
+        assert!(manifest(&v, "index.tar.zst", None).validate("p").is_ok());
+        for (version, name) in [
+            ("../../etc", "a"),
+            ("", "a"),
+            ("v/1", "a"),
+            (v.as_str(), "../../../tmp/x"),
+            (v.as_str(), "/etc/passwd"),
+            (v.as_str(), "a//b"),
+            (v.as_str(), "a/./b"),
+            (v.as_str(), "a b"),
+            (v.as_str(), "a\\b"),
+        ] {
+            let e = manifest(version, name, None).validate("p").unwrap_err();
+            assert_eq!(e.outage(), Some("corrupt"), "{version:?} {name:?}: {e}");
+        }
+        let elsewhere = manifest(&v, "a", Some("other/prefix/a"));
+        assert!(elsewhere.validate("p").is_err(), "a key outside the version is refused");
+        let mut m = manifest(&v, "a", None);
+        m.files[0].xxh3_128 = "zz".into();
+        assert!(m.validate("p").is_err());
+    }
 }

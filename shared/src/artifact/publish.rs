@@ -1,10 +1,17 @@
 use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{checksum_file, manifest_key, FileEntry, Manifest};
 use crate::error::{Error, Result};
 use crate::storage::{s3_error, Storage};
+
+/// The slowest upload rate a file is given time for, on top of `QUIVER_S3_TIMEOUT_MS`: a 128 MB
+/// part gets 32 s more than an empty one.
+const MIN_UPLOAD_BYTES_PER_S: f64 = 4e6;
 
 /// Uploads `files` (name, local path) under `<prefix>/<version>/`, then the manifest, last.
 pub async fn publish(
@@ -21,11 +28,19 @@ pub async fn publish(
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
+        // The per-operation limit is sized for small calls; a part gets time for its size too.
+        let limit = s.timeout + Duration::from_secs_f64(size as f64 / MIN_UPLOAD_BYTES_PER_S);
+        let timeouts =
+            TimeoutConfig::builder().operation_timeout(limit).operation_attempt_timeout(limit);
         s.client
             .put_object()
             .bucket(&s.bucket)
             .key(&key)
             .body(body)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(timeouts.build()),
+            )
             .send()
             .await
             .map_err(|e| s3_error("PutObject", &key, e))?;

@@ -75,7 +75,10 @@ async fn export_into(
     use tokio_postgres::IsolationLevel;
     let started = Instant::now();
     let mut c = pg.client().await?;
-    let tx = pg
+    // Every statement of the export runs under the export's own limit, not the API's
+    // per-statement one (`QUIVER_PG_TIMEOUT_MS`): on a large table the count alone takes longer.
+    let xp = pg.bounded(settings.export_timeout);
+    let tx = xp
         .timed(
             "begin export",
             c.build_transaction()
@@ -84,15 +87,14 @@ async fn export_into(
                 .start(),
         )
         .await?;
-    // The connection's statement_timeout is sized for API calls; the cursor lives as long as the export.
     let limit_ms = settings.export_timeout.as_millis() as u64;
-    pg.timed(
+    xp.timed(
         "export timeout",
         tx.batch_execute(&format!("SET LOCAL statement_timeout = {limit_ms}")),
     )
     .await?;
     let stats =
-        pg.timed("export count", tx.query_one(STATS_SQL, &[&window.from, &window.to])).await?;
+        xp.timed("export count", tx.query_one(STATS_SQL, &[&window.from, &window.to])).await?;
     let (count, min, max): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
         (stats.get(0), stats.get(1), stats.get(2));
     let partitioned = match (min, max) {
@@ -112,11 +114,11 @@ async fn export_into(
         tokio::task::spawn_blocking(move || PartWriter::run(&duck, &dir, partitioned, rx_rows))
     };
     let fetched: Result<()> = async {
-        let stmt = pg.timed("prepare export", tx.prepare(EXPORT_SQL)).await?;
+        let stmt = xp.timed("prepare export", tx.prepare(EXPORT_SQL)).await?;
         let portal =
-            pg.timed("open export cursor", tx.bind(&stmt, &[&window.from, &window.to])).await?;
+            xp.timed("open export cursor", tx.bind(&stmt, &[&window.from, &window.to])).await?;
         loop {
-            let rows = pg.timed("fetch export rows", tx.query_portal(&portal, FETCH_ROWS)).await?;
+            let rows = xp.timed("fetch export rows", tx.query_portal(&portal, FETCH_ROWS)).await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -131,7 +133,7 @@ async fn export_into(
     let written = writer.await.map_err(|e| Error::Internal(format!("snapshot writer: {e}")))?;
     fetched?;
     let (files, rows) = written?;
-    pg.timed("end export", tx.commit()).await?;
+    xp.timed("end export", tx.commit()).await?;
     if rows != count as u64 {
         return Err(Error::Internal(format!(
             "exported {rows} rows but the snapshot holds {count}"
