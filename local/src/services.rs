@@ -207,6 +207,25 @@ pub async fn down(only: Option<Service>) -> Result<()> {
     if only.is_none() {
         let _ = std::fs::remove_file(mode_file());
     }
+    // A service this checkout did not start (another clone's, or one started by hand) is not
+    // ours to stop; say so rather than report it stopped while it still answers.
+    let still: Vec<String> = which
+        .iter()
+        .filter_map(|s| {
+            let addr = match s {
+                Service::Postgres => t.pg_addr,
+                Service::Valkey => t.valkey_addr,
+                Service::S3 => t.s3_addr,
+            };
+            answers(addr).then(|| format!("{} on {addr}", s.compose_name()))
+        })
+        .collect();
+    anyhow::ensure!(
+        still.is_empty(),
+        "still answering (not started from {}): {}",
+        env::state_dir().display(),
+        still.join(", ")
+    );
     println!("stopped {}", which.iter().map(|s| s.compose_name()).collect::<Vec<_>>().join(", "));
     Ok(())
 }
