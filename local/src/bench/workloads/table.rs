@@ -194,7 +194,7 @@ pub const SOAK: Workload = Workload {
     name: "load: cached + uncached analytics, search, POST /events",
     reference: "—",
     reference_ms: None,
-    target: "0 errors; RSS within 10% of warm-up",
+    target: "0 errors; RSS within 10% of the warm-up's peak",
 };
 
 /// One per function; the target is the function's own (`cold_start` in [`FUNCTIONS`]).
