@@ -63,7 +63,8 @@ enum Cmd {
         /// S3 prefix (default snapshots/user_events).
         #[arg(long)]
         prefix: Option<String>,
-        /// Only events at or after this RFC 3339 time.
+        /// Only events at or after this RFC 3339 time (needs its own --prefix: analytics serves the
+        /// newest version at the default one).
         #[arg(long)]
         from: Option<String>,
         /// Only events before this RFC 3339 time.
