@@ -228,13 +228,12 @@ pub async fn list(
             pg.timed("list events", c.query(&sql, &[&user_id, &(limit + 1)])).await?
         }
         Some(cur) => {
-            // Any position is a valid cursor; one outside what a timestamp can hold is moved to
-            // the nearest end, which changes nothing: no event lies beyond either.
-            // (Events are written from year 1970 to 9999; these ends are years 0 and 10000.)
-            const ENDS: (i64, i64) = (-62_167_219_200_000_000, 253_402_300_800_000_000);
-            let at =
-                chrono::DateTime::from_timestamp_micros(cur.created_at_us.clamp(ENDS.0, ENDS.1))
-                    .expect("within chrono's range");
+            // A decoded cursor lies within `CURSOR_CREATED_AT_US`; a `Cursor` built by hand is
+            // moved to the nearest end, which changes nothing: no event lies beyond either.
+            let (first, last) =
+                (*events::CURSOR_CREATED_AT_US.start(), *events::CURSOR_CREATED_AT_US.end());
+            let at = chrono::DateTime::from_timestamp_micros(cur.created_at_us.clamp(first, last))
+                .expect("within chrono's range");
             let sql = format!(
                 "{COLS} WHERE user_id = $1 AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4"
             );

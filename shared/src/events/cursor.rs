@@ -18,7 +18,7 @@ pub const CURSOR_PATTERN: &str = "^[0-9a-f]{64}$";
 
 /// The earliest and latest `created_at` a cursor may hold: years 0 and 10000 (events are written
 /// from 1970 to 9999).
-const CREATED_AT_US: std::ops::RangeInclusive<i64> =
+pub const CURSOR_CREATED_AT_US: std::ops::RangeInclusive<i64> =
     -62_167_219_200_000_000..=253_402_300_800_000_000;
 
 /// The key that signs cursors. `QUIVER_CURSOR_KEY` when it is set (at least 32 characters);
@@ -78,7 +78,7 @@ impl Cursor {
             (Ok(t), Ok(id)) => (t, id),
             _ => return Err(bad("must be 64 lowercase hex digits")),
         };
-        if !CREATED_AT_US.contains(&created_at_us) || id < 0 {
+        if !CURSOR_CREATED_AT_US.contains(&created_at_us) || id < 0 {
             return Err(bad("names a position outside any event"));
         }
         Ok(Cursor { created_at_us, id })
@@ -97,7 +97,7 @@ mod tests {
         for c in [
             Cursor { created_at_us: 1_790_000_000_000_000, id: 42 },
             Cursor { created_at_us: -1, id: i64::MAX },
-            Cursor { created_at_us: *CREATED_AT_US.start(), id: 0 },
+            Cursor { created_at_us: *CURSOR_CREATED_AT_US.start(), id: 0 },
         ] {
             let t = c.encode(&key);
             assert!(t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()), "{t}");
