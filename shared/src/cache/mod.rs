@@ -178,8 +178,11 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Computed>>,
     {
-        let lock_key = format!("{}:lock", key.redis_key());
-        let token = lock_token();
+        // The lock's key and token are built only when a miss takes the lock.
+        let (lock_key, token) = match self.lock {
+            true => (format!("{}:lock", key.redis_key()), lock_token()),
+            false => (String::new(), String::new()),
+        };
         let locked = if self.lock { self.try_lock(&lock_key, &token).await } else { None };
         if locked == Some(true) {
             // Double-checked: a leader that just finished (and released the lock) has stored its
