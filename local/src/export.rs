@@ -41,7 +41,7 @@ pub async fn run(
     }
     if let Some(k) = keep {
         anyhow::ensure!(k >= 1, "--keep must be at least 1");
-        settings.keep = k;
+        settings.retention.keep = k;
     }
     let report = Snapshot::with_settings(&cfg, settings).await?.run(&window).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -20,6 +20,11 @@ pub async fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
         env::var("AWS_SECRET_ACCESS_KEY")?,
     ));
     let service = b.build();
+    // s3s-fs checks a conditional PUT's precondition and then writes, so two at once can both
+    // pass (and leave one's body with the other's checksum). S3 decides them atomically: the
+    // publisher lease and the manifest's compare-and-swap rely on it. Conditional PUTs (small:
+    // leases and manifests) are therefore taken one at a time.
+    let conditional = std::sync::Arc::new(tokio::sync::Mutex::new(()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("S3 server on http://{} over {}", listener.local_addr()?, root.display());
     loop {
@@ -33,7 +38,24 @@ pub async fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
         // Without it, a small object's body waits for the ACK of its headers (Nagle), which the
         // client delays by up to 40 ms: every manifest GET would take 40 ms.
         let _ = socket.set_nodelay(true);
-        let service = service.clone();
+        let (service, conditional) = (service.clone(), conditional.clone());
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (service, conditional) = (service.clone(), conditional.clone());
+                async move {
+                    use hyper::service::Service;
+                    let h = req.headers();
+                    let call = |req| Service::call(&service, req);
+                    if req.method() == hyper::Method::PUT
+                        && (h.contains_key("if-match") || h.contains_key("if-none-match"))
+                    {
+                        let _one_at_a_time = conditional.lock().await;
+                        call(req).await
+                    } else {
+                        call(req).await
+                    }
+                }
+            });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service);

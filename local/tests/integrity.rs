@@ -102,8 +102,11 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     let report = quiver::snapshot::export(&pg, &storage, &settings, &window).await.unwrap();
     assert_eq!(report.rows, n);
     let (manifest, _) =
-        quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
-    assert_eq!(manifest.meta["row_count"].as_u64(), Some(n));
+        quiver::artifact::fetch_manifest::<quiver::snapshot::SnapshotMeta>(&storage, &prefix, None)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(manifest.meta.row_count, n);
     let state = analytics::Analytics::with_settings(&cfg, settings).await.unwrap();
     let app = TestApp::new(analytics::routes(state.clone()));
     let filter = format!(
@@ -136,7 +139,7 @@ async fn acknowledged_events_reach_postgres_the_snapshot_duckdb_and_the_cache() 
     )
     .await
     .unwrap();
-    state.expire();
+    state.refresh().await.unwrap();
     let r = app.get(format!("/analytics/summary?{filter}")).await;
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.header("x-cache"), Some("MISS"));

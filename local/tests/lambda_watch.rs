@@ -32,7 +32,7 @@ fn health_answers_through_cargo_lambda_watch() {
     let url = format!("http://127.0.0.1:{port}/lambda-url/health/");
     let started = Instant::now();
     let (status, body) = loop {
-        match http_get(&url) {
+        match common::http("GET", &url) {
             Ok(r) => break r,
             Err(e) if started.elapsed() < Duration::from_secs(900) => {
                 let _ = e;
@@ -68,23 +68,4 @@ fn health_answers_through_cargo_lambda_watch() {
     assert!(out.status.success(), "invoke failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["statusCode"], 200, "{v}");
-}
-
-/// A minimal HTTP/1.1 GET, so this test needs no client library.
-fn http_get(url: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(900)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or(std::io::ErrorKind::InvalidData)?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
 }

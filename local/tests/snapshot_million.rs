@@ -39,11 +39,14 @@ async fn a_million_row_export_agrees_with_postgres_and_duckdb() {
         started.elapsed()
     );
     let (manifest, _) =
-        quiver::artifact::fetch_manifest(&storage, &prefix, None).await.unwrap().unwrap();
+        quiver::artifact::fetch_manifest::<quiver::snapshot::SnapshotMeta>(&storage, &prefix, None)
+            .await
+            .unwrap()
+            .unwrap();
     let pg_count = quiver::ingest::count(&pg).await.unwrap();
     let snapshots = Snapshots::new(storage.clone(), &settings);
     let duck_count = snapshots.current().await.unwrap().value.rows;
-    assert_eq!(manifest.meta["row_count"].as_i64(), Some(EVENTS));
+    assert_eq!(manifest.meta.row_count as i64, EVENTS);
     assert_eq!(pg_count, EVENTS);
     assert_eq!(duck_count, EVENTS);
     assert!(

@@ -13,12 +13,12 @@ use axum::response::Response;
 use axum::Router;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use quiver::analytics::{self, Filters, FunnelRow, Summary};
-use quiver::artifact::Loaded;
+use quiver::artifact::X_DATA_STALE;
 use quiver::cache::{Answer, Cache, Computed, Key, Status};
 use quiver::config::ConfigError;
 use quiver::http::{declared, json, FromParams, Params, Query, ServerTiming, X_CACHE};
 use quiver::pg::Pg;
-use quiver::snapshot::{SnapshotSettings, Snapshots, Table};
+use quiver::snapshot::{LoadedSnapshot, SnapshotSettings, Snapshots, Table};
 use quiver::storage::Storage;
 use quiver::time::ms;
 use quiver::ResultExt;
@@ -75,16 +75,21 @@ impl Analytics {
         self.snapshots.warm().await.map(|_| ())
     }
 
-    /// Makes the next request look at the manifest again, whatever the check interval.
+    /// Makes the next request start a manifest check, whatever the check interval.
     pub fn expire(&self) {
         self.snapshots.expire();
+    }
+
+    /// Checks the manifest now and waits for a new snapshot to load (tests, after a publish).
+    pub async fn refresh(&self) -> Result<()> {
+        self.snapshots.refresh().await.map(|_| ())
     }
 
     /// Runs `run` over the loaded table on a blocking thread; the JSON is compressed there too,
     /// and the time DuckDB took comes back as the `duckdb` timing.
     async fn compute<T: Serialize + 'static>(
         &self,
-        loaded: Arc<Loaded<Table>>,
+        loaded: Arc<LoadedSnapshot>,
         filters: Filters,
         run: fn(&Table, &Filters) -> Result<T>,
     ) -> Result<Computed> {
@@ -116,7 +121,11 @@ impl Analytics {
             .cache
             .answer(key, use_cache, timing, || self.compute(loaded, filters.clone(), run))
             .await?;
-        Ok(answer.with_header(X_DATA_VERSION, &version))
+        let answer = answer.with_header(X_DATA_VERSION, &version);
+        Ok(match self.snapshots.stale() {
+            Some(_) => answer.with_header(X_DATA_STALE, "true"),
+            None => answer,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use analytics::Analytics;
 use chrono::{DateTime, Utc};
 use quiver::generate::{Generator, Shape};
 use quiver::pg::Pg;
-use quiver::snapshot::{ExportReport, SnapshotSettings, Window};
+use quiver::snapshot::{ExportReport, SnapshotMeta, SnapshotSettings, Window};
 use quiver::storage::Storage;
 use quiver::testing::{service_config, Reply, TestApp};
 use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
@@ -95,7 +95,12 @@ impl Drop for Fixture {
 
 async fn manifest_version(f: &Fixture) -> String {
     let s = Storage::new(&service_config()).await.unwrap();
-    quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap().0.version
+    quiver::artifact::fetch_manifest::<serde_json::Value>(&s, &f.settings.prefix, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .version
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,6 +167,17 @@ async fn duckdb_and_postgres_give_identical_answers() {
     assert_eq!(f.get(format!("/analytics/summary?{backwards}")).await.json()["total_events"], 0);
 }
 
+/// Parquet files under `dir`, at any depth.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => parquet_files(&e.path()),
+            _ => e.path().extension().is_some_and(|x| x == "parquet" || x == "part") as usize,
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_snapshot_changes_the_key_and_the_answer() {
     let f = Fixture::new("version", 2, 1000).await;
@@ -169,10 +185,15 @@ async fn a_new_snapshot_changes_the_key_and_the_answer() {
     assert_eq!(first.header("x-cache"), Some("MISS"));
     assert_eq!(f.get("/analytics/summary").await.header("x-cache"), Some("HIT"));
     let v1 = first.header("x-data-version").unwrap().to_string();
+    assert_eq!(first.header("x-data-stale"), None);
+    // The table is in DuckDB's memory: its Parquet files are not kept in /tmp.
+    let unpacked =
+        f.settings.tmp_dir.join("quiver-snapshots").join(f.settings.prefix.replace('/', "_"));
+    assert_eq!(parquet_files(&unpacked), 0, "{}", unpacked.display());
 
     f.add_events(500, 2).await;
     let report = f.publish().await;
-    f.state.expire();
+    f.state.refresh().await.unwrap();
     let second = f.get("/analytics/summary").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.header("x-data-version"), Some(report.version.as_str()));
@@ -180,6 +201,7 @@ async fn a_new_snapshot_changes_the_key_and_the_answer() {
     assert_eq!(second.header("x-cache"), Some("MISS"), "a new version is a new key");
     assert_eq!(first.json()["total_events"], 1000);
     assert_eq!(second.json()["total_events"], 1500);
+    assert_eq!(parquet_files(&unpacked), 0, "nor are the new version's");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,8 +302,10 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     // A new version whose part is damaged in S3 after publishing: its checksum no longer matches.
     let v2 = f.publish().await.version;
     let s = Storage::new(&service_config()).await.unwrap();
-    let (m2, _) =
-        quiver::artifact::fetch_manifest(&s, &f.settings.prefix, None).await.unwrap().unwrap();
+    let (m2, _) = quiver::artifact::fetch_manifest::<SnapshotMeta>(&s, &f.settings.prefix, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m2.version, v2);
     let key = &m2.files[0].key;
     s.client
@@ -296,6 +320,10 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     let r = f.get("/analytics/funnel").await;
     assert_eq!(r.status, 200, "the loaded version keeps serving");
     assert_eq!(r.header("x-data-version"), Some(v1.as_str()));
+    assert!(f.state.refresh().await.is_err(), "the damaged version does not load");
+    let r = f.get("/analytics/funnel").await;
+    assert_eq!(r.header("x-data-version"), Some(v1.as_str()));
+    assert_eq!(r.header("x-data-stale"), Some("true"), "the answer says it is not the newest data");
 
     // A new instance has nothing older to fall back on: 503 with the reason.
     let fresh = |f: &Fixture| {
@@ -324,7 +352,7 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
         &f.settings.prefix,
         &v3,
         &[("part-00000.parquet".into(), bad)],
-        serde_json::json!({"row_count": 1}),
+        SnapshotMeta { row_count: 1, ..m2.meta.clone() },
     )
     .await
     .unwrap();

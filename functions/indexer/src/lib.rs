@@ -18,7 +18,9 @@ use http::{header, HeaderMap, StatusCode};
 use quiver::artifact;
 use quiver::config::ConfigError;
 use quiver::http::{json, read_body, FromParams, Params, Query, MAX_BODY_BYTES};
-use quiver::search::{self, BuildOptions, Corpus, Doc, JsonlDocs, BUNDLE, DEFAULT_PREFIX};
+use quiver::search::{
+    self, BuildOptions, Corpus, Doc, IndexMeta, JsonlDocs, BUNDLE, DEFAULT_PREFIX,
+};
 use quiver::storage::{s3_error, Storage};
 use quiver::{Config, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,8 @@ pub const MAX_SOURCE_BYTES: u64 = 4 << 30;
 /// Uploading a bundle of hundreds of MB takes longer than the per-call S3 limit meant for small
 /// objects, so the indexer's client allows at least this long.
 pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest one build may take, and its publisher lease: Lambda's own limit.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 const DEFAULT_DOCS: u64 = 10_000;
 const DEFAULT_SEED: u64 = 42;
 
@@ -41,8 +45,8 @@ const DEFAULT_SEED: u64 = 42;
 pub struct IndexerSettings {
     /// `QUIVER_INDEX_PREFIX` (default `indexes/docs`).
     pub prefix: String,
-    /// `QUIVER_KEEP_VERSIONS` (default 3): published versions kept after a publish.
-    pub keep: usize,
+    /// `QUIVER_KEEP_VERSIONS` and `QUIVER_RETAIN_GRACE_S`: the versions kept after a publish.
+    pub retention: artifact::Retention,
     /// Scratch space for the index and the bundle (`<QUIVER_TMP_DIR>/quiver-indexer`).
     pub work_dir: PathBuf,
     /// `QUIVER_INDEX_SOURCE_KEY`: the JSONL object a scheduled run (or a bare `POST /index`)
@@ -58,7 +62,7 @@ impl IndexerSettings {
             |v: &str| std::env::var(v).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         Ok(IndexerSettings {
             prefix: nonempty("QUIVER_INDEX_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into()),
-            keep: quiver::config::setting("QUIVER_KEEP_VERSIONS", 3, 1..=1000)? as usize,
+            retention: artifact::Retention::from_vars(&std::env::vars().collect())?,
             work_dir: PathBuf::from(&cfg.tmp_dir).join("quiver-indexer"),
             source_key: nonempty("QUIVER_INDEX_SOURCE_KEY"),
             build: BuildOptions::for_memory(cfg.memory_mb),
@@ -165,6 +169,21 @@ impl Indexer {
     pub async fn run(&self, source: Source) -> Result<IndexReport> {
         let _one_at_a_time = self.busy.lock().await;
         let started = Instant::now();
+        // One build per prefix at a time across instances, for at most RUN_TIMEOUT.
+        let prefix = &self.settings.prefix;
+        let lease =
+            artifact::Lease::acquire(&self.storage, prefix, "index build", RUN_TIMEOUT).await?;
+        let run = tokio::time::timeout(RUN_TIMEOUT, self.build_and_publish(source, started)).await;
+        lease.release().await;
+        run.unwrap_or_else(|_| {
+            Err(Error::unavailable(
+                search::DEPENDENCY,
+                format!("the index build timed out after {} s", RUN_TIMEOUT.as_secs()),
+            ))
+        })
+    }
+
+    async fn build_and_publish(&self, source: Source, started: Instant) -> Result<IndexReport> {
         let version = artifact::new_version();
         let work = Scratch(self.settings.work_dir.join(&version));
         tokio::fs::create_dir_all(&work.0)
@@ -200,23 +219,27 @@ impl Indexer {
             }
             let t = Instant::now();
             let size = search::pack(&dir.join("index"), &dir.join(BUNDLE))?;
-            Ok((built, size, t.elapsed().as_secs_f64() * 1e3))
+            let index_bytes = dir_bytes(&dir.join("index"));
+            Ok(((built, index_bytes), size, t.elapsed().as_secs_f64() * 1e3))
         })
         .await?;
+        let (built, index_bytes) = built;
 
         let t = Instant::now();
-        let meta = serde_json::json!({
-            "doc_count": built.docs,
-            "bundle_size": bundle_bytes,
-            "source": label,
-            "schema": "id,title,body,tags,created_at",
-            "index_ms": built.index_ms,
-        });
+        let meta = IndexMeta {
+            doc_count: built.docs,
+            bundle_size: bundle_bytes,
+            index_bytes,
+            source: label.clone(),
+            schema: "id,title,body,tags,created_at".into(),
+            index_ms: built.index_ms,
+        };
         let files = [(BUNDLE.to_string(), work.0.join(BUNDLE))];
-        artifact::publish(&self.storage, &self.settings.prefix, &version, &files, meta).await?;
+        let manifest =
+            artifact::publish(&self.storage, &self.settings.prefix, &version, &files, meta).await?;
         let upload_ms = t.elapsed().as_secs_f64() * 1e3;
         // The new version is live; failing to prune old ones is logged, not a failed publish.
-        let deleted = artifact::retain(&self.storage, &self.settings.prefix, self.settings.keep, &version).await.unwrap_or_else(|e| {
+        let deleted = artifact::retain(&self.storage, &self.settings.prefix, &self.settings.retention, &manifest).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, prefix = %self.settings.prefix, "retention failed; old versions kept");
             Vec::new()
         });
@@ -305,6 +328,13 @@ enum Input {
     Corpus(Corpus, u64, u64),
     File(PathBuf),
     Body(Bytes),
+}
+
+/// Bytes of the files under `dir` (an index: one level of files).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
 }
 
 /// Removes a run's scratch directory however the run ends.

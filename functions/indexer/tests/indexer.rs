@@ -22,7 +22,7 @@ impl Fixture {
         let dir = std::env::temp_dir().join("quiver-indexer-tests").join(&unique);
         let settings = IndexerSettings {
             prefix: format!("test/indexer/{unique}/docs"),
-            keep,
+            retention: quiver::artifact::Retention { keep, grace: std::time::Duration::ZERO },
             work_dir: dir.join("work"),
             source_key: None,
             build: BuildOptions::for_memory(Some(1024)),
@@ -59,13 +59,14 @@ async fn post_index_publishes_a_bundle_then_the_manifest() {
     assert_eq!(report["docs"], 1000);
     assert_eq!(report["segments"].as_u64().map(|s| s >= 1), Some(true));
 
-    let (manifest, _) = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (manifest, _) =
+        artifact::fetch_manifest::<search::IndexMeta>(&storage().await, &f.settings.prefix, None)
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(manifest.version, report["version"].as_str().unwrap());
-    assert_eq!(manifest.meta["doc_count"], 1000);
-    assert_eq!(manifest.meta["bundle_size"], report["bundle_bytes"]);
+    assert_eq!(manifest.meta.doc_count, 1000);
+    assert_eq!(manifest.meta.bundle_size, report["bundle_bytes"].as_u64().unwrap());
     assert_eq!(manifest.files.len(), 1);
     assert_eq!(manifest.files[0].name, search::BUNDLE);
     assert_eq!(
@@ -171,7 +172,10 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
         (r.status, r.json()["limit"].as_u64()),
         (413, Some(quiver::http::MAX_BODY_BYTES as u64))
     );
-    let e = artifact::fetch_manifest(&storage().await, &f.settings.prefix, None).await.unwrap_err();
+    let e =
+        artifact::fetch_manifest::<search::IndexMeta>(&storage().await, &f.settings.prefix, None)
+            .await
+            .unwrap_err();
     assert!(e.to_string().contains("nothing has been published"), "{e}");
 }
 

@@ -14,11 +14,11 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Router;
 use http::HeaderMap;
-use quiver::artifact::{Loaded, Manifest, Tracker};
+use quiver::artifact::{Loaded, Manifest, Tracker, X_DATA_STALE};
 use quiver::cache::{Cache, Computed, Key};
 use quiver::config::ConfigError;
 use quiver::http::{FromParams, Params, Query, ServerTiming};
-use quiver::search::{self, Hit, IndexHandle, SearchQuery, BUNDLE, DEFAULT_PREFIX};
+use quiver::search::{self, Hit, IndexHandle, IndexMeta, SearchQuery, BUNDLE, DEFAULT_PREFIX};
 use quiver::storage::Storage;
 use quiver::{Config, Error, Result};
 use serde::Serialize;
@@ -70,7 +70,7 @@ impl SearchSettings {
 
 /// Per-instance state: the followed index and the cache.
 pub struct Search {
-    tracker: Tracker<IndexHandle>,
+    tracker: Arc<Tracker<IndexHandle, IndexMeta>>,
     cache: Cache,
     computations: AtomicU64,
 }
@@ -100,9 +100,14 @@ impl Search {
         }))
     }
 
-    /// Makes the next request look at the manifest again, whatever the check interval.
+    /// Makes the next request start a manifest check, whatever the check interval.
     pub fn expire(&self) {
         self.tracker.expire();
+    }
+
+    /// Checks the manifest now and waits for a new version to load (tests, after a publish).
+    pub async fn refresh(&self) -> Result<()> {
+        self.tracker.refresh(open).await.map(|_| ())
     }
 
     /// How many searches this instance ran (cache HITs run none).
@@ -123,14 +128,14 @@ impl Search {
         })
     }
 
-    async fn current(&self) -> Result<Arc<Loaded<IndexHandle>>> {
+    async fn current(&self) -> Result<Arc<Loaded<IndexHandle, IndexMeta>>> {
         self.tracker.current(open).await
     }
 }
 
 /// Unpacks and opens a downloaded (checksum-verified) bundle, off the async executor. The bundle
 /// is deleted once unpacked: `/tmp` holds the index once, not twice.
-async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
+async fn open(manifest: Manifest<IndexMeta>, dir: PathBuf) -> Result<IndexHandle> {
     if !manifest.files.iter().any(|f| f.name == BUNDLE) {
         return Err(Error::unavailable(
             search::DEPENDENCY,
@@ -143,13 +148,12 @@ async fn open(manifest: Manifest, dir: PathBuf) -> Result<IndexHandle> {
         let index_dir = dir.join("index");
         let bytes = search::unpack(&bundle, &index_dir)?;
         let handle = IndexHandle::open(&index_dir)?;
-        if let Some(expected) = manifest.meta.get("doc_count").and_then(|v| v.as_u64()) {
-            if expected != handle.doc_count {
-                return Err(Error::unavailable(
-                    search::DEPENDENCY,
-                    format!("version {} holds {} documents, its manifest says {expected}", manifest.version, handle.doc_count),
-                ));
-            }
+        let expected = manifest.meta.doc_count;
+        if expected != handle.doc_count {
+            return Err(Error::unavailable(
+                search::DEPENDENCY,
+                format!("version {} holds {} documents, its manifest says {expected}", manifest.version, handle.doc_count),
+            ));
         }
         let _ = std::fs::remove_file(&bundle);
         tracing::info!(version = %manifest.version, docs = handle.doc_count, bytes, ms = started.elapsed().as_millis() as u64, "index opened");
@@ -319,7 +323,12 @@ async fn search_route(
             }
         })
         .await?;
-    Ok(answer.with_header(X_INDEX_VERSION, &version).respond(&headers))
+    let answer = answer.with_header(X_INDEX_VERSION, &version);
+    let answer = match s.tracker.stale() {
+        Some(_) => answer.with_header(X_DATA_STALE, "true"),
+        None => answer,
+    };
+    Ok(answer.respond(&headers))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ impl Fixture {
         let dir = std::env::temp_dir().join("quiver-search-tests").join(&unique);
         let settings = indexer::IndexerSettings {
             prefix: prefix.clone(),
-            keep: 3,
+            retention: quiver::artifact::Retention { keep: 3, grace: std::time::Duration::ZERO },
             work_dir: dir.join("work"),
             source_key: None,
             build: BuildOptions::for_memory(Some(1024)),
@@ -228,7 +228,17 @@ async fn a_new_version_is_picked_up_without_a_restart_and_cached_per_version() {
             doc(2, "Alpha two", "alpha two", &[], "2026-01-02T00:00:00Z"),
         ])
         .await;
-    let r = app.get("/search?q=alpha").await;
+    // The check runs in the background: requests get the old version until the new one is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = app.get("/search?q=alpha").await;
+        if r.header("x-index-version") == Some(second.version.as_str()) {
+            break r;
+        }
+        assert_eq!(r.json()["total_hits"], 1, "the old version answers until the switch");
+        assert!(std::time::Instant::now() < deadline, "the new version never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let v = r.json();
     assert_eq!(v["total_hits"], 2, "{v}");
     assert_eq!(v["index_version"], second.version.as_str());
@@ -250,7 +260,14 @@ async fn a_corrupt_bundle_is_503_or_keeps_the_old_version() {
             &f.prefix,
             &quiver::artifact::new_version(),
             &files,
-            serde_json::json!({}),
+            quiver::search::IndexMeta {
+                doc_count: 0,
+                bundle_size: 24,
+                index_bytes: 0,
+                source: "junk".into(),
+                schema: String::new(),
+                index_ms: 0.0,
+            },
         )
         .await
         .unwrap()

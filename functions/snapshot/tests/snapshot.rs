@@ -10,6 +10,7 @@ use quiver::artifact::{self, Manifest};
 use quiver::events::{EventType, NewEvent};
 use quiver::generate::{Generator, Shape};
 use quiver::pg::Pg;
+use quiver::snapshot::SnapshotMeta;
 use quiver::storage::Storage;
 use quiver::testing::{service_config, TestApp};
 use quiver::testing::{unique_midnight_us as unique_midnight, DAY_US};
@@ -27,7 +28,8 @@ fn unique_prefix(tag: &str) -> String {
 async fn state(prefix: &str, keep: usize) -> Arc<Snapshot> {
     let cfg = service_config();
     let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(prefix);
-    settings.keep = keep;
+    // Tests look at retention right after publishing: no grace period.
+    settings.retention = artifact::Retention { keep, grace: std::time::Duration::ZERO };
     Snapshot::with_settings(&cfg, settings).await.unwrap()
 }
 
@@ -64,12 +66,12 @@ async fn storage() -> Storage {
     Storage::new(&service_config()).await.unwrap()
 }
 
-async fn manifest(prefix: &str) -> Manifest {
+async fn manifest(prefix: &str) -> Manifest<SnapshotMeta> {
     artifact::fetch_manifest(&storage().await, prefix, None).await.unwrap().unwrap().0
 }
 
 /// Downloads a version's files (checking their checksums) and opens them in DuckDB.
-async fn open_parquet(m: &Manifest) -> (duckdb::Connection, String) {
+async fn open_parquet(m: &Manifest<SnapshotMeta>) -> (duckdb::Connection, String) {
     let s = storage().await;
     let dir = std::env::temp_dir().join(format!("quiver-snapshot-test-{}", m.version));
     let mut paths = Vec::new();
@@ -101,10 +103,10 @@ async fn an_export_of_a_window_by_day_publishes_a_manifest() {
 
     let m = manifest(&prefix).await;
     assert_eq!(m.version, report["version"]);
-    assert_eq!(m.meta["row_count"], 3000);
+    assert_eq!(m.meta.row_count, 3000);
     assert_eq!(count_window(from, to).await, 3000, "the manifest count is the PostgreSQL count");
-    assert_eq!(m.meta["schema"].as_array().unwrap().len(), 12);
-    assert_eq!(m.meta["min_created_at"], report["min_created_at"]);
+    assert_eq!(m.meta.schema.len(), 12);
+    assert_eq!(m.meta.min_created_at.as_deref(), report["min_created_at"].as_str());
     for (k, f) in m.files.iter().enumerate() {
         let day = at(from + k as i64 * DAY_US).format("%Y-%m-%d");
         assert_eq!(f.name, format!("dt={day}/part-00000.parquet"));

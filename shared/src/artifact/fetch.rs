@@ -1,52 +1,86 @@
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
 use super::{manifest_key, FileEntry, Manifest};
 use crate::error::{Error, Result};
 use crate::storage::{s3_error, Storage, NAME};
 
-/// The manifest, unless its ETag is still `known`. `Ok(None)` means unchanged.
-pub async fn fetch_manifest(
+/// The manifest, unless its ETag is still `known`. `Ok(None)` means unchanged; a prefix with no
+/// manifest is a 503 (`unpublished`).
+pub async fn fetch_manifest<M: DeserializeOwned>(
     s: &Storage,
     prefix: &str,
     known: Option<&str>,
-) -> Result<Option<(Manifest, String)>> {
+) -> Result<Option<(Manifest<M>, String)>> {
+    match get_manifest::<M>(s, prefix, known).await? {
+        Fetched::Missing => Err(Error::unavailable(
+            NAME,
+            format!("nothing has been published yet: {} does not exist", manifest_key(prefix)),
+        )),
+        Fetched::Unchanged => Ok(None),
+        Fetched::Found(m, etag) => Ok(Some((m, etag))),
+    }
+}
+
+pub(super) enum Fetched<M> {
+    Missing,
+    Unchanged,
+    Found(Manifest<M>, String),
+}
+
+pub(super) async fn get_manifest<M: DeserializeOwned>(
+    s: &Storage,
+    prefix: &str,
+    known: Option<&str>,
+) -> Result<Fetched<M>> {
     let key = manifest_key(prefix);
+    let (body, etag) = match get_raw(s, &key, known).await? {
+        Raw::Missing => return Ok(Fetched::Missing),
+        Raw::Unchanged => return Ok(Fetched::Unchanged),
+        Raw::Found(body, etag) => (body, etag),
+    };
+    let m: Manifest<M> = serde_json::from_slice(&body)
+        .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
+    m.validate(prefix)?;
+    Ok(Fetched::Found(m, etag))
+}
+
+/// A small object's body and ETag.
+pub(super) enum Raw {
+    Missing,
+    Unchanged,
+    Found(bytes::Bytes, String),
+}
+
+/// GETs a small object, unless its ETag is still `known`.
+pub(super) async fn get_raw(s: &Storage, key: &str, known: Option<&str>) -> Result<Raw> {
     let res = s
         .client
         .get_object()
         .bucket(&s.bucket)
-        .key(&key)
+        .key(key)
         .set_if_none_match(known.map(str::to_string))
         .send()
         .await;
     let out = match res {
         Ok(o) => o,
         Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            if status == Some(304) {
-                return Ok(None);
-            }
-            if status == Some(404) {
-                return Err(Error::unavailable(
-                    NAME,
-                    format!("nothing has been published yet: {key} does not exist"),
-                ));
-            }
-            return Err(s3_error("GetObject", &key, e));
+            return match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(304) => Ok(Raw::Unchanged),
+                Some(404) => Ok(Raw::Missing),
+                _ => Err(s3_error("GetObject", key, e)),
+            };
         }
     };
     let etag = out.e_tag().unwrap_or_default().to_string();
     // Some S3 servers ignore If-None-Match and answer 200; the ETag says whether anything changed.
     if known.is_some_and(|k| k == etag) {
-        return Ok(None);
+        return Ok(Raw::Unchanged);
     }
-    let body = out.body.collect().await.map_err(|e| s3_error("GetObject", &key, e))?.into_bytes();
-    let m: Manifest = serde_json::from_slice(&body)
-        .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
-    m.validate(prefix)?;
-    Ok(Some((m, etag)))
+    let body = out.body.collect().await.map_err(|e| s3_error("GetObject", key, e))?.into_bytes();
+    Ok(Raw::Found(body, etag))
 }
 
 /// Downloads `file` to `dest`, checking its size and checksum; a mismatch is a 503 naming the key.
@@ -63,8 +97,8 @@ pub async fn download(s: &Storage, file: &FileEntry, dest: &Path) -> Result<()> 
         .send()
         .await
         .map_err(|e| s3_error("GetObject", &file.key, e))?;
-    let part = dest.with_extension("part");
-    let mut f = tokio::fs::File::create(&part).await.map_err(io)?;
+    let part = RemoveOnDrop(dest.with_extension("part"));
+    let mut f = tokio::fs::File::create(&part.0).await.map_err(io)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut size = 0u64;
     while let Some(chunk) =
@@ -78,12 +112,21 @@ pub async fn download(s: &Storage, file: &FileEntry, dest: &Path) -> Result<()> 
     drop(f);
     let sum = format!("{:032x}", h.digest128());
     if size != file.size || sum != file.xxh3_128 {
-        let _ = tokio::fs::remove_file(&part).await;
         return Err(Error::unavailable(
             NAME,
             format!("{} is corrupt: {size} bytes with checksum {sum}, the manifest says {} bytes with {}", file.key, file.size, file.xxh3_128),
         ));
     }
-    tokio::fs::rename(&part, dest).await.map_err(io)?;
+    tokio::fs::rename(&part.0, dest).await.map_err(io)?;
     Ok(())
+}
+
+/// A file that is deleted when this goes out of scope, however that happens: an error, a
+/// timeout or a dropped future (a `.part` left behind would fill `/tmp` one failure at a time).
+pub(super) struct RemoveOnDrop(pub std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

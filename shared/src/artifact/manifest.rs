@@ -15,18 +15,31 @@ pub struct FileEntry {
     pub xxh3_128: String,
 }
 
-/// `<prefix>/manifest.json`: the newest complete version.
+/// `<prefix>/manifest.json`: the newest complete version. `M` is what the artifact adds (row
+/// counts, schema, document counts): `snapshot::SnapshotMeta`, `search::IndexMeta`, or raw JSON
+/// for code that only moves manifests around.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
+pub struct Manifest<M = serde_json::Value> {
     pub version: String,
     pub created_at: String,
     pub files: Vec<FileEntry>,
-    /// What the artifact adds: row counts, schema, document counts.
+    /// The versions published before this one, newest first (at most [`HISTORY`]): what
+    /// retention keeps besides this one. Anything else under the prefix is an old version or the
+    /// orphan of a failed run.
     #[serde(default)]
-    pub meta: serde_json::Value,
+    pub previous: Vec<String>,
+    pub meta: M,
 }
 
-impl Manifest {
+/// Published versions a manifest remembers.
+pub const HISTORY: usize = 32;
+
+impl<M> Manifest<M> {
+    /// Bytes of all the files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
     /// Checks every value that becomes a local path or an S3 key, before any is used: a manifest
     /// is data from S3. The version is 1–64 of `[0-9A-Za-z_-]`; a file name is relative, of
     /// segments of `[0-9A-Za-z=._-]` that are not `.` or `..`; its key is `<prefix>/<version>/<name>`;
@@ -39,11 +52,10 @@ impl Manifest {
             ))
         };
         let v = &self.version;
-        if v.is_empty()
-            || v.len() > 64
-            || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        if let Some(bad_version) =
+            std::iter::once(v).chain(&self.previous).find(|v| !valid_version(v))
         {
-            return bad(format!("version {v:?}"));
+            return bad(format!("version {bad_version:?}"));
         }
         for f in &self.files {
             let segment_ok = |seg: &str| {
@@ -64,6 +76,23 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Whether `v` may name a version: 1-64 of `[0-9A-Za-z_-]`, so it is one path segment.
+pub fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// When a version made by [`new_version`] was started; `None` for any other name (retention
+/// never deletes what it did not name).
+pub fn version_time(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (stamp, salt) = v.split_once('-')?;
+    if salt.len() != 4 || !salt.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3fZ").ok().map(|t| t.and_utc())
 }
 
 /// A sortable version name: the UTC time to the millisecond plus a random suffix.
@@ -117,6 +146,7 @@ mod tests {
                 size: 1,
                 xxh3_128: "0".repeat(32),
             }],
+            previous: Vec::new(),
             meta: serde_json::Value::Null,
         }
     }
@@ -146,5 +176,23 @@ mod tests {
         let mut m = manifest(&v, "a", None);
         m.files[0].xxh3_128 = "zz".into();
         assert!(m.validate("p").is_err());
+        let mut m = manifest(&v, "a", None);
+        m.previous = vec!["../x".into()];
+        assert!(m.validate("p").is_err(), "the versions retention keeps are checked too");
+    }
+
+    #[test]
+    fn version_names_carry_their_start_time() {
+        let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+        let v = new_version();
+        let t = version_time(&v).expect("a version of ours has a time");
+        assert!(t >= before && t <= chrono::Utc::now(), "{v}: {t}");
+        assert_eq!(
+            version_time("20261130T101010123Z-00af").map(|t| t.timestamp_millis() % 1000),
+            Some(123)
+        );
+        for foreign in ["latest", "20261130T101010123Z", "20261130T101010123Z-zz00", "x-0000"] {
+            assert_eq!(version_time(foreign), None, "{foreign}");
+        }
     }
 }

@@ -33,6 +33,28 @@ use tantivy::schema::{
 };
 use tantivy::{DateTime, Document};
 
+/// What an index version's manifest says about it (`Manifest<IndexMeta>`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IndexMeta {
+    /// Documents in the index: a loaded version holding any other number is refused.
+    pub doc_count: u64,
+    pub bundle_size: u64,
+    /// Bytes of the unpacked index, which a reader needs on disk besides the bundle.
+    #[serde(default)]
+    pub index_bytes: u64,
+    /// Where the documents came from (`reference:10000:seed=42`, `s3:<key>`, ...).
+    pub source: String,
+    pub schema: String,
+    pub index_ms: f64,
+}
+
+#[cfg(feature = "s3")]
+impl crate::artifact::Meta for IndexMeta {
+    fn unpacked_bytes(&self) -> u64 {
+        self.index_bytes
+    }
+}
+
 /// The dependency named in 503s about a bundle that cannot be unpacked or opened.
 pub const DEPENDENCY: &str = "index";
 /// The one file of a published index version.

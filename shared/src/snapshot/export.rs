@@ -7,8 +7,8 @@ use duckdb::Connection;
 
 use super::load::sql_string;
 use super::{
-    duck_err, DuckSettings, ExportReport, SnapshotSettings, Window, BATCHES_IN_FLIGHT, FETCH_ROWS,
-    NAME, ROWS_PER_PART, SCHEMA,
+    duck_err, Column, DuckSettings, ExportReport, SnapshotMeta, SnapshotSettings, Window,
+    WindowMeta, BATCHES_IN_FLIGHT, FETCH_ROWS, NAME, ROWS_PER_PART, SCHEMA,
 };
 use crate::analytics::pg_window;
 use crate::error::{Error, Result};
@@ -43,6 +43,11 @@ pub async fn export(
     window: &Window,
 ) -> Result<ExportReport> {
     let started = Instant::now();
+    // One export per prefix at a time, across instances; the version is named once it is ours,
+    // so versions are published in the order they are named.
+    let ttl = settings.export_timeout + std::time::Duration::from_secs(60);
+    let lease =
+        crate::artifact::Lease::acquire(storage, &settings.prefix, "snapshot export", ttl).await?;
     let version = crate::artifact::new_version();
     let dir = settings.tmp_dir.join(format!("quiver-export-{version}"));
     let result = match tokio::time::timeout(
@@ -58,6 +63,7 @@ pub async fn export(
         )),
     };
     let _ = tokio::fs::remove_dir_all(&dir).await;
+    lease.release().await;
     let mut report = result?;
     report.total_ms = ms(started.elapsed());
     tracing::info!(version = %report.version, rows = report.rows, files = report.files, bytes = report.bytes, ms = report.total_ms, "snapshot exported");
@@ -142,21 +148,24 @@ async fn export_into(
     let export_ms = ms(started.elapsed());
 
     let uploaded = Instant::now();
-    let schema: Vec<_> =
-        SCHEMA.iter().map(|(n, t)| serde_json::json!({"name": n, "type": t})).collect();
-    let meta = serde_json::json!({
-        "table": "user_events",
-        "row_count": rows,
-        "min_created_at": min.map(rfc3339),
-        "max_created_at": max.map(rfc3339),
-        "window": {"from": window.from.map(rfc3339), "to": window.to.map(rfc3339)},
-        "partitioned_by": if partitioned { Some("dt") } else { None },
-        "schema": schema,
-    });
+    let meta = SnapshotMeta {
+        table: "user_events".into(),
+        row_count: rows,
+        min_created_at: min.map(rfc3339),
+        max_created_at: max.map(rfc3339),
+        window: WindowMeta { from: window.from.map(rfc3339), to: window.to.map(rfc3339) },
+        partitioned_by: partitioned.then(|| "dt".into()),
+        schema: SCHEMA
+            .iter()
+            .map(|(n, t)| Column { name: n.to_string(), ty: t.to_string() })
+            .collect(),
+    };
     let manifest =
         crate::artifact::publish(storage, &settings.prefix, version, &files, meta).await?;
     let deleted =
-        match crate::artifact::retain(storage, &settings.prefix, settings.keep, version).await {
+        match crate::artifact::retain(storage, &settings.prefix, &settings.retention, &manifest)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 // The new version is live; pruning is retried by the next export.

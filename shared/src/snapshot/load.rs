@@ -184,13 +184,18 @@ impl Drop for Table {
 }
 
 /// The newest snapshot for this instance: follows the manifest and loads new versions into the
-/// instance's DuckDB database, which is opened at the first load and kept open.
+/// instance's DuckDB database, which is opened at the first load and kept open. A loaded
+/// version's Parquet files are deleted at once: the table is in memory.
 #[cfg(feature = "s3")]
 pub struct Snapshots {
-    tracker: crate::artifact::Tracker<Table>,
-    duck: tokio::sync::OnceCell<Arc<Duck>>,
+    tracker: Arc<crate::artifact::Tracker<Table, super::SnapshotMeta>>,
+    duck: Arc<tokio::sync::OnceCell<Arc<Duck>>>,
     settings: DuckSettings,
 }
+
+/// A loaded snapshot version.
+#[cfg(feature = "s3")]
+pub type LoadedSnapshot = crate::artifact::Loaded<Table, super::SnapshotMeta>;
 
 #[cfg(feature = "s3")]
 impl Snapshots {
@@ -203,47 +208,76 @@ impl Snapshots {
                 dir,
                 settings.check_every,
             ),
-            duck: tokio::sync::OnceCell::new(),
+            duck: Arc::new(tokio::sync::OnceCell::new()),
             settings: settings.duck.clone(),
         }
     }
 
     async fn duck(&self) -> Result<Arc<Duck>> {
-        self.duck
-            .get_or_try_init(|| async {
-                let s = self.settings.clone();
-                crate::blocking("opening DuckDB", move || Duck::open(&s)).await
-            })
-            .await
-            .cloned()
+        open_duck(&self.duck, &self.settings).await
     }
 
-    /// The loaded version (checking the manifest when the interval has passed).
-    pub async fn current(&self) -> Result<Arc<crate::artifact::Loaded<Table>>> {
-        self.tracker
-            .current(|manifest, dir| async move {
-                let duck = self.duck().await?;
-                crate::blocking("loading a snapshot", move || {
-                    let names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
-                    let expected = manifest.meta.get("row_count").and_then(|n| n.as_i64());
-                    duck.load(&manifest.version, &names, &dir, expected)
-                })
-                .await
-            })
-            .await
+    /// The loaded version; a manifest check that is due runs in the background.
+    pub async fn current(&self) -> Result<Arc<LoadedSnapshot>> {
+        let (cell, settings) = (self.duck.clone(), self.settings.clone());
+        self.tracker.current(move |m, dir| load_version(cell, settings, m, dir)).await
+    }
+
+    /// Checks the manifest now and waits for a new version to load.
+    pub async fn refresh(&self) -> Result<Arc<LoadedSnapshot>> {
+        let (cell, settings) = (self.duck.clone(), self.settings.clone());
+        self.tracker.refresh(move |m, dir| load_version(cell, settings, m, dir)).await
     }
 
     /// Loads the newest version now, opening DuckDB while its files download (opening takes as
     /// long as fetching a small snapshot): what a cold start does at init, so that the first
     /// request finds the table ready.
-    pub async fn warm(&self) -> Result<Arc<crate::artifact::Loaded<Table>>> {
+    pub async fn warm(&self) -> Result<Arc<LoadedSnapshot>> {
         let (duck, loaded) = tokio::join!(self.duck(), self.current());
         duck?;
         loaded
     }
 
-    /// Makes the next `current` look at the manifest again.
+    /// Makes the next `current` start a manifest check.
     pub fn expire(&self) {
         self.tracker.expire();
     }
+
+    /// Why this instance serves an older snapshot than the newest, if it does.
+    pub fn stale(&self) -> Option<crate::artifact::Stale> {
+        self.tracker.stale()
+    }
+}
+
+/// Turns a downloaded version into a table (what the tracker calls, in the background), then
+/// deletes its files: the table is in memory.
+#[cfg(feature = "s3")]
+async fn load_version(
+    cell: Arc<tokio::sync::OnceCell<Arc<Duck>>>,
+    settings: DuckSettings,
+    manifest: crate::artifact::Manifest<super::SnapshotMeta>,
+    dir: std::path::PathBuf,
+) -> Result<Table> {
+    let duck = open_duck(&cell, &settings).await?;
+    crate::blocking("loading a snapshot", move || {
+        let names: Vec<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+        let table =
+            duck.load(&manifest.version, &names, &dir, Some(manifest.meta.row_count as i64));
+        let _ = std::fs::remove_dir_all(&dir);
+        table
+    })
+    .await
+}
+
+#[cfg(feature = "s3")]
+async fn open_duck(
+    cell: &tokio::sync::OnceCell<Arc<Duck>>,
+    settings: &DuckSettings,
+) -> Result<Arc<Duck>> {
+    cell.get_or_try_init(|| async {
+        let s = settings.clone();
+        crate::blocking("opening DuckDB", move || Duck::open(&s)).await
+    })
+    .await
+    .cloned()
 }

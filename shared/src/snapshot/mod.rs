@@ -64,10 +64,12 @@ pub const SCHEMA: [(&str, &str); 12] = [
 /// Snapshot settings, read once at init.
 #[derive(Debug, Clone)]
 pub struct SnapshotSettings {
-    /// S3 prefix of the artifact (tests use their own).
+    /// `QUIVER_SNAPSHOT_PREFIX` (default `snapshots/user_events`): the S3 prefix of the
+    /// artifact. The template grants the functions `snapshots/*` only.
     pub prefix: String,
-    /// `QUIVER_KEEP_VERSIONS` (default 3): versions kept in S3 after a publish.
-    pub keep: usize,
+    /// `QUIVER_KEEP_VERSIONS` and `QUIVER_RETAIN_GRACE_S`: the versions kept in S3 after a publish.
+    #[cfg(feature = "s3")]
+    pub retention: crate::artifact::Retention,
     /// `QUIVER_SNAPSHOT_CHECK_S` (default 30): how often a reader looks at the manifest.
     pub check_every: Duration,
     /// `QUIVER_SNAPSHOT_TIMEOUT_S` (default 600): the limit on one whole export.
@@ -91,9 +93,11 @@ impl SnapshotSettings {
             crate::config::setting_in(vars, var, default, min..=max)
         };
         let tmp_dir = PathBuf::from(&cfg.tmp_dir);
+        let prefix = vars.get("QUIVER_SNAPSHOT_PREFIX").map(|p| p.trim().trim_matches('/'));
         Ok(SnapshotSettings {
-            prefix: PREFIX.to_string(),
-            keep: num("QUIVER_KEEP_VERSIONS", 3, 1, 1000)? as usize,
+            prefix: prefix.filter(|p| !p.is_empty()).unwrap_or(PREFIX).to_string(),
+            #[cfg(feature = "s3")]
+            retention: crate::artifact::Retention::from_vars(vars)?,
             check_every: Duration::from_secs(num("QUIVER_SNAPSHOT_CHECK_S", 30, 0, 86_400)?),
             export_timeout: Duration::from_secs(num("QUIVER_SNAPSHOT_TIMEOUT_S", 600, 1, 86_400)?),
             duck: DuckSettings::for_memory(cfg.memory_mb, &tmp_dir),
@@ -173,6 +177,39 @@ impl crate::http::FromParams for Window {
         }
         Ok(w)
     }
+}
+
+/// What a snapshot's manifest says about it (`Manifest<SnapshotMeta>`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SnapshotMeta {
+    pub table: String,
+    /// Rows in all the files: a loaded version holding any other number is refused.
+    pub row_count: u64,
+    pub min_created_at: Option<String>,
+    pub max_created_at: Option<String>,
+    /// `[from, to)` of a windowed export (under its own prefix); both `None` for the whole table.
+    #[serde(default)]
+    pub window: WindowMeta,
+    /// `dt` when the files are one directory per day.
+    pub partitioned_by: Option<String>,
+    pub schema: Vec<Column>,
+}
+
+#[cfg(feature = "s3")]
+impl crate::artifact::Meta for SnapshotMeta {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct WindowMeta {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A Parquet column and its DuckDB type.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 /// What one export did.

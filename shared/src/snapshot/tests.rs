@@ -48,7 +48,15 @@ fn settings_name_the_bad_variable() {
         "QUIVER_SNAPSHOT_CHECK_S"
     );
     let s = SnapshotSettings::from_vars(&cfg, &HashMap::new()).unwrap();
-    assert_eq!((s.keep, s.check_every, s.prefix.as_str()), (3, Duration::from_secs(30), PREFIX));
+    assert_eq!((s.check_every, s.prefix.as_str()), (Duration::from_secs(30), PREFIX));
+    #[cfg(feature = "s3")]
+    {
+        let r = crate::artifact::Retention { keep: 3, grace: Duration::from_secs(3600) };
+        assert_eq!(s.retention, r);
+        let grace = vars("QUIVER_RETAIN_GRACE_S", "604801");
+        let e = SnapshotSettings::from_vars(&cfg, &grace).unwrap_err();
+        assert_eq!(e.var, "QUIVER_RETAIN_GRACE_S");
+    }
 }
 
 #[test]

@@ -32,20 +32,16 @@ pub async fn prepare(opts: &Options) -> Result<()> {
         crate::seed::run(events, 42, false).await?;
     }
     let storage = quiver::storage::Storage::new(&cfg).await?;
-    let published = |prefix: String, field: &'static str| {
-        let storage = storage.clone();
-        async move {
-            let m = quiver::artifact::fetch_manifest(&storage, &prefix, None).await.ok().flatten();
-            m.and_then(|(m, _)| m.meta.get(field).and_then(|v| v.as_u64()))
-        }
-    };
+    use quiver::artifact::fetch_manifest as fetch;
     let snapshots = quiver::snapshot::SnapshotSettings::from_env(&cfg)?.prefix;
-    if seeded || published(snapshots, "row_count").await != Some(events) {
+    let published = fetch::<quiver::snapshot::SnapshotMeta>(&storage, &snapshots, None).await;
+    if seeded || published.ok().flatten().map(|(m, _)| m.meta.row_count) != Some(events) {
         eprintln!("bench: publishing a snapshot of {events} events");
         crate::export::run(None, None, None, None).await?;
     }
     let indexes = indexer::IndexerSettings::from_env(&cfg)?.prefix;
-    if published(indexes, "doc_count").await != Some(opts.docs) {
+    let published = fetch::<quiver::search::IndexMeta>(&storage, &indexes, None).await;
+    if published.ok().flatten().map(|(m, _)| m.meta.doc_count) != Some(opts.docs) {
         eprintln!("bench: publishing an index of {} reference documents", opts.docs);
         let o = crate::index::Options {
             corpus: "reference".into(),
