@@ -273,6 +273,7 @@ fn cors_lets_a_browser_send_and_read_quivers_headers() {
             "etag",
             "x-cache",
             "x-data-version",
+            "x-data-stale",
             "x-index-version",
             "x-request-id",
             "server-timing",

@@ -102,11 +102,11 @@ impl Ctx {
 }
 
 /// Binds port 0 to find a free port for the bench's own server.
-fn free_addr() -> Result<SocketAddr> {
+pub(crate) fn free_addr() -> Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> Result<()> {
+pub(crate) async fn wait_http(addr: SocketAddr, path: &str, within: Duration) -> Result<()> {
     let t = Instant::now();
     while t.elapsed() < within {
         let plan = loadgen::Plan {

@@ -12,6 +12,7 @@ mod pg;
 mod process;
 mod search;
 mod soak;
+mod switch;
 mod table;
 
 pub use table::Workload;
@@ -96,6 +97,7 @@ pub async fn run_all(ctx: &Ctx) -> Vec<Row> {
     if !ctx.opts.quick || ctx.opts.only.is_some() {
         step!("soak", soak::run(ctx));
     }
+    step!("switch", switch::run(ctx));
     step!("cold-start", binaries::cold_starts(ctx));
     step!("size", binaries::sizes(ctx));
     if wanted("insert") || wanted("soak") {

@@ -189,6 +189,30 @@ pub const INSERT_BULK_PG: Workload = Workload {
     target: "—",
 };
 
+pub const SWITCH_SUMMARY: Workload = Workload {
+    id: "switch-summary",
+    name: "analytics summary (uncached) while switching to a new {events}-event snapshot",
+    reference: "—",
+    reference_ms: None,
+    target: "p99 during the switch ≤ 2× p99 without",
+};
+
+pub const SWITCH_SEARCH: Workload = Workload {
+    id: "switch-search",
+    name: "search misses while switching to a new {docs}-document index",
+    reference: "—",
+    reference_ms: None,
+    target: "p99 during the switch ≤ 2× p99 without",
+};
+
+pub const SWITCH_TMP: Workload = Workload {
+    id: "switch-tmp",
+    name: "QUIVER_TMP_DIR after {rounds} switches of the snapshot and the index",
+    reference: "—",
+    reference_ms: None,
+    target: "one version of each: the unpacked index; no snapshot files",
+};
+
 pub const SOAK: Workload = Workload {
     id: "soak",
     name: "load: cached + uncached analytics, search, POST /events",
