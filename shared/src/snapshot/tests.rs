@@ -117,3 +117,28 @@ fn duckdb_loads_parquet_and_runs_the_queries() {
     assert!(gone.is_err(), "the table is dropped with its last user");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 16, item 7: a manifest's meta is typed, so a snapshot manifest whose row count is missing
+/// or renamed is refused when it is read, instead of loading without the row check.
+#[cfg(feature = "s3")]
+#[test]
+fn a_snapshot_manifest_reads_its_meta_by_type() {
+    let manifest = |meta: serde_json::Value| {
+        let m = serde_json::json!({"version": "v", "created_at": "", "files": [], "meta": meta});
+        serde_json::from_value::<crate::artifact::Manifest<SnapshotMeta>>(m)
+    };
+    let meta = serde_json::json!({
+        "table": "user_events", "row_count": 3, "min_created_at": null, "max_created_at": null,
+        "partitioned_by": null, "schema": [{"name": "id", "type": "BIGINT"}],
+    });
+    let m = manifest(meta.clone()).unwrap();
+    assert_eq!((m.meta.row_count, m.meta.schema[0].ty.as_str()), (3, "BIGINT"));
+    assert!(
+        m.previous.is_empty() && m.meta.window == WindowMeta::default(),
+        "older manifests still read"
+    );
+    let mut renamed = meta;
+    let rows = renamed.as_object_mut().unwrap().remove("row_count").unwrap();
+    renamed["rows"] = rows;
+    assert!(manifest(renamed).is_err(), "a renamed field is an error, not a missing check");
+}
