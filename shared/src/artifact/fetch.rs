@@ -14,37 +14,21 @@ pub async fn fetch_manifest<M: DeserializeOwned>(
     prefix: &str,
     known: Option<&str>,
 ) -> Result<Option<(Manifest<M>, String)>> {
-    match get_manifest::<M>(s, prefix, known).await? {
-        Fetched::Missing => Err(Error::unavailable(
-            NAME,
-            format!("nothing has been published yet: {} does not exist", manifest_key(prefix)),
-        )),
-        Fetched::Unchanged => Ok(None),
-        Fetched::Found(m, etag) => Ok(Some((m, etag))),
-    }
-}
-
-pub(super) enum Fetched<M> {
-    Missing,
-    Unchanged,
-    Found(Manifest<M>, String),
-}
-
-pub(super) async fn get_manifest<M: DeserializeOwned>(
-    s: &Storage,
-    prefix: &str,
-    known: Option<&str>,
-) -> Result<Fetched<M>> {
     let key = manifest_key(prefix);
     let (body, etag) = match get_raw(s, &key, known).await? {
-        Raw::Missing => return Ok(Fetched::Missing),
-        Raw::Unchanged => return Ok(Fetched::Unchanged),
+        Raw::Missing => {
+            return Err(Error::unavailable(
+                NAME,
+                format!("nothing has been published yet: {key} does not exist"),
+            ))
+        }
+        Raw::Unchanged => return Ok(None),
         Raw::Found(body, etag) => (body, etag),
     };
     let m: Manifest<M> = serde_json::from_slice(&body)
         .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
     m.validate(prefix)?;
-    Ok(Fetched::Found(m, etag))
+    Ok(Some((m, etag)))
 }
 
 /// A small object's body and ETag.
