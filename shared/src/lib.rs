@@ -13,7 +13,8 @@
 //! - [`cache`] (`cache`): `entry` (keys, the stored value), `answer` (the one cached, versioned
 //!   answer path: `Cache::answer` with `Computed { entry, timings }`).
 //! - [`artifact`] (`s3`): versioned data in S3: `manifest`, `publish` (manifest last, retention),
-//!   `fetch`, `tracker` (one loaded version per instance, switched atomically).
+//!   `fetch`, `tracker` (one loaded version per instance, switched atomically). [`background`]:
+//!   the low-priority thread that switches and frees versions beside the requests.
 //! - [`analytics`]: filters and result types; `postgres` (`pg`) and `duckdb` (`duckdb`) run the
 //!   same queries and return byte-identical JSON.
 //! - [`snapshot`] (`duckdb`): settings and schema; `export` (`pg` + `s3`: PostgreSQL to Parquet);
@@ -28,6 +29,7 @@
 
 #[cfg(feature = "s3")]
 pub mod artifact;
+pub mod background;
 #[cfg(feature = "cache")]
 pub mod cache;
 pub mod config;

@@ -225,7 +225,7 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Log lines written while it lives, on this thread.
+/// Log lines, collected.
 #[derive(Clone, Default)]
 struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
 
@@ -247,7 +247,8 @@ async fn a_version_that_does_not_fit_keeps_the_old_one_and_tmp_stays_flat() {
     let writer = lines.clone();
     let subscriber =
         tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global: checks and loads log from the background thread. No other test here sets one.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     let (s, p, dir) = (storage().await, prefix("tmp"), scratch("tmp"));
     let tmp = Tmpfs::mount(4);
     let v1 = next_version().await;

@@ -46,10 +46,7 @@ fn remove_dir(dir: PathBuf) {
             tracing::warn!(dir = %dir.display(), error = %e, "removing an old version's files failed")
         }
     };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(remove)),
-        Err(_) => remove(),
-    }
+    crate::background::run(remove);
 }
 
 /// Removes what a failed load left, before the failure is reported.
@@ -136,7 +133,9 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
         self.last_check_ms.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn loaded(&self) -> Option<Arc<Loaded<T, M>>> {
+    /// The version loaded now, without checking the manifest (a load while one is serving is a
+    /// switch that runs beside requests).
+    pub fn loaded(&self) -> Option<Arc<Loaded<T, M>>> {
         self.current.read().expect("tracker lock").clone()
     }
 
@@ -163,7 +162,7 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
             if !self.fresh() {
                 if let Ok(mut st) = self.check.clone().try_lock_owned() {
                     let me = self.clone();
-                    tokio::spawn(async move {
+                    crate::background::spawn(async move {
                         // Errors are logged and kept in `stale` inside; the old version serves on.
                         let _ = me.check_now(&mut st, open).await;
                     });
@@ -171,11 +170,15 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
             }
             return Ok(cur);
         }
-        let mut st = self.check.lock().await;
-        match self.loaded() {
-            Some(cur) => Ok(cur),
-            None => self.check_now(&mut st, open).await,
-        }
+        let me = self.clone();
+        crate::background::run_async(async move {
+            let mut st = me.check.lock().await;
+            match me.loaded() {
+                Some(cur) => Ok(cur),
+                None => me.check_now(&mut st, open).await,
+            }
+        })
+        .await
     }
 
     /// Checks the manifest now and waits for a new version to load (at init, after a publish in
@@ -185,8 +188,12 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
         F: FnOnce(Manifest<M>, PathBuf) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let mut st = self.check.lock().await;
-        self.check_now(&mut st, open).await
+        let me = self.clone();
+        crate::background::run_async(async move {
+            let mut st = me.check.lock().await;
+            me.check_now(&mut st, open).await
+        })
+        .await
     }
 
     async fn check_now<F, Fut>(&self, st: &mut CheckState, open: F) -> Result<Arc<Loaded<T, M>>>
