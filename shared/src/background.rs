@@ -83,3 +83,25 @@ pub async fn run_async<T: Send + 'static>(
 pub fn run(f: impl FnOnce() + Send + 'static) {
     drop(handle().spawn_blocking(f));
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    fn policy() -> i32 {
+        // SAFETY: no arguments but the calling thread's id.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// Tasks and blocking jobs on the background thread run at idle priority and know it; the
+    /// caller's thread is untouched.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn background_work_runs_at_idle_priority() {
+        let task = super::run_async(async { Ok((policy(), super::is_current())) }).await.unwrap();
+        assert_eq!(task, (libc::SCHED_IDLE, true));
+        let (tx, rx) = std::sync::mpsc::channel();
+        super::run(move || tx.send((policy(), super::is_current())).unwrap());
+        assert_eq!(rx.recv().unwrap(), (libc::SCHED_IDLE, true));
+        assert_eq!((policy(), super::is_current()), (libc::SCHED_OTHER, false));
+    }
+}

@@ -125,6 +125,29 @@ fn duckdb_loads_parquet_and_runs_the_queries() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A database opened on the background thread works there on one thread, its own (so a switch's
+/// load stays at idle priority), and gets its worker threads from the first caller elsewhere.
+#[test]
+fn a_database_opened_in_the_background_gets_its_threads_from_its_first_request() {
+    let settings =
+        DuckSettings { threads: 3, ..DuckSettings::for_memory(Some(1024), Path::new("/tmp")) };
+    let threads = |duck: &Duck| {
+        duck.with_conn(|c| {
+            c.query_row("SELECT current_setting('threads')", [], |r| r.get::<_, i64>(0))
+        })
+        .unwrap()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    crate::background::run(move || {
+        let duck = Duck::open(&settings).unwrap();
+        let there = threads(&duck);
+        tx.send((duck, there)).unwrap();
+    });
+    let (duck, there) = rx.recv().unwrap();
+    assert_eq!(there, 1, "on the background thread");
+    assert_eq!(threads(&duck), 3, "from the first request");
+}
+
 /// Issue 16, item 7: a manifest's meta is typed, so a snapshot manifest whose row count is missing
 /// or renamed is refused when it is read, instead of loading without the row check.
 #[cfg(feature = "s3")]
