@@ -232,6 +232,20 @@ pub async fn run(opts: Options) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The cpuidle driver, and the guest halt-polling window when the driver is `haltpoll`.
+fn idle(read: &dyn Fn(&str) -> String) -> String {
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver").trim().to_string();
+    let poll = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns").trim().to_string();
+    match (driver.as_str(), poll.as_str()) {
+        ("", _) => "cpuidle: unknown".into(),
+        ("haltpoll", "0") => {
+            "cpuidle haltpoll with guest_halt_poll_ns 0 (every idle wait halts the vCPU)".into()
+        }
+        ("haltpoll", ns) if !ns.is_empty() => format!("cpuidle haltpoll, guest_halt_poll_ns {ns}"),
+        (d, _) => format!("cpuidle {d}"),
+    }
+}
+
 /// Machine facts for the results file.
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -242,6 +256,9 @@ pub struct Machine {
     pub rustc: String,
     pub commit: String,
     pub profile: &'static str,
+    /// How an idle vCPU waits (a guest's halt polling): at one connection, each request waits
+    /// several times, and a wait that halts the vCPU costs a trip through the hypervisor.
+    pub idle: String,
 }
 
 pub fn machine() -> Machine {
@@ -274,6 +291,7 @@ pub fn machine() -> Machine {
         memory_gib: (mem_kb / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         rustc: out("rustc", &["--version"]),
         commit: out("git", &["rev-parse", "--short", "HEAD"]),
+        idle: idle(&read),
         profile: if cfg!(debug_assertions) {
             "dev (debug assertions)"
         } else {

@@ -160,8 +160,8 @@ pub fn write(ctx: &Ctx, rows: &[Row], took: Duration) -> Result<()> {
     let doc = serde_json::json!({"date": date, "command": command, "machine": m, "parameters": params, "took_s": took.as_secs_f64(), "rows": rows});
     std::fs::write(out.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc)?)?;
     let md = format!(
-        "# Quiver benchmark, {date}\n\nCommand: `{command}`\n\nMachine: {} ({} cores, {} GiB), {}, commit {}, {}.\n\n{}\n{}\nCharts: [latency]({stem}-latency.svg), [throughput]({stem}-throughput.svg), [cold start]({stem}-cold-start.svg).\n",
-        m.cpu, m.cores, m.memory_gib, m.rustc, m.commit, m.profile, table(rows), NOTES
+        "# Quiver benchmark, {date}\n\nCommand: `{command}`\n\nMachine: {} ({} cores, {} GiB, {}), {}, commit {}, {}.\n\n{}\n{}\nCharts: [latency]({stem}-latency.svg), [throughput]({stem}-throughput.svg), [cold start]({stem}-cold-start.svg).\n",
+        m.cpu, m.cores, m.memory_gib, m.idle, m.rustc, m.commit, m.profile, table(rows), NOTES
     );
     std::fs::write(out.join(format!("{stem}.md")), &md)?;
     std::fs::write(out.join(format!("{stem}-latency.svg")), latency_chart(rows))?;
