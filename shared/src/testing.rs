@@ -360,6 +360,17 @@ impl Drop for PrivatePostgres {
 }
 
 /// Whether this process runs as root (PostgreSQL refuses to).
+/// Bytes of every file under `dir` (what a directory holds, as `du` counts apparent sizes).
+pub fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use quiver::artifact::{self, Lease, Manifest, Retention, Tracker};
 use quiver::storage::Storage;
-use quiver::testing::{delete_prefix, service_config, unique_name};
+use quiver::testing::{delete_prefix, disk_bytes, service_config, unique_name};
 use quiver::Error;
 use serde_json::json;
 
@@ -53,17 +53,6 @@ async fn put(s: &Storage, key: &str) {
 
 async fn manifest(s: &Storage, prefix: &str) -> Manifest {
     artifact::fetch_manifest(s, prefix, None).await.unwrap().unwrap().0
-}
-
-/// Bytes of every file under `dir`.
-fn disk_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
 }
 
 /// Defect 2: an export that started earlier but finished later moved the manifest back in time.

@@ -9,7 +9,7 @@
 //! measured window holds the switch alone: the manifest check (every second here) and the load.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use super::measure::{check, us};
 use super::table::{SWITCH_SEARCH, SWITCH_SUMMARY, SWITCH_TMP};
 use crate::bench::loadgen::{self, LoadReport, Plan, Req, Stop};
 use crate::bench::{free_addr, wait_http, Ctx, Row};
+use quiver::testing::disk_bytes;
 
 const SNAPSHOTS: &str = "bench/switch/snapshots/user_events";
 const INDEXES: &str = "bench/switch/indexes/docs";
@@ -33,16 +34,6 @@ fn rss_kib(pid: u32) -> u64 {
             s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
-}
-
-fn disk_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
 }
 
 /// One GET's `header`, which must answer 2xx.
