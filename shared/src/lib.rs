@@ -43,6 +43,8 @@ pub mod analytics;
 pub mod ingest;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+#[cfg(any(test, feature = "testing"))]
+pub mod log_lines;
 #[cfg(feature = "pg")]
 pub mod migrate;
 pub mod openapi;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver::artifact::{self, Lease, Manifest, Retention, Tracker};
+use quiver::log_lines::LogLines;
 use quiver::storage::Storage;
 use quiver::testing::{delete_prefix, disk_bytes, service_config, unique_name};
 use quiver::Error;
@@ -214,30 +215,14 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Log lines, collected.
-#[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Defect 4: a failed download left its `.part`, a failed load its version directory, and a
 /// version too large for `/tmp` left the instance on old data with no signal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_that_does_not_fit_keeps_the_old_one_and_tmp_stays_flat() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber =
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let lines = LogLines::default();
     // Global: checks and loads log from the background thread. No other test here sets one.
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    tracing::subscriber::set_global_default(lines.subscriber())
+        .expect("the only global subscriber");
     let (s, p, dir) = (storage().await, prefix("tmp"), scratch("tmp"));
     let tmp = Tmpfs::mount(4);
     let v1 = next_version().await;
@@ -257,7 +242,7 @@ async fn a_version_that_does_not_fit_keeps_the_old_one_and_tmp_stays_flat() {
         assert_eq!(t.current(instant).await.unwrap().value, v1, "the old version serves on");
         assert_eq!(disk_bytes(&tmp.0), used, "check {check}: /tmp grew");
     }
-    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let log = lines.text();
     let errors = log.lines().filter(|l| l.contains("ERROR") && l.contains(&v2)).count();
     assert_eq!(errors, 1, "one error per version, not one per check:\n{log}");
     let stale = t.stale().expect("the instance knows it is stale");

@@ -142,24 +142,9 @@ async fn oversized_bodies_are_413() {
 /// message is logged on a line with the response's `x-request-id`.
 #[tokio::test(flavor = "current_thread")]
 async fn a_503_logs_its_detail_under_the_request_id() {
-    use std::sync::{Arc, Mutex};
     use tower::ServiceExt;
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber =
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let lines = crate::log_lines::LogLines::default();
+    let _guard = tracing::subscriber::set_default(lines.subscriber());
     const SECRET: &str = "db.internal.example:5432: connection refused";
     let app = app(Router::new()
         .route("/down", axum::routing::get(|| async { Error::unavailable("postgres", SECRET) })));
@@ -170,7 +155,7 @@ async fn a_503_logs_its_detail_under_the_request_id() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let body = String::from_utf8_lossy(&body);
     assert!(!body.contains("5432") && body.contains("\"reason\":\"refused\""), "{body}");
-    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let log = lines.text();
     let line = log.lines().find(|l| l.contains(SECRET)).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains(&id), "the detail's line names the request id: {line}");
 }
