@@ -33,8 +33,9 @@ pub(super) fn valid_part_name(name: &str) -> bool {
     dt_ok && file_ok
 }
 
-/// The instance's one DuckDB database, with a pool of connections to it (a DuckDB connection
-/// serves one query at a time; the database is shared).
+/// A DuckDB database, with a pool of connections to it (a DuckDB connection serves one query at a
+/// time; the database is shared). An instance opens one for its first snapshot and one more for
+/// each switch (`Duck::load_beside`), which is closed when its table goes; the first stays open.
 pub struct Duck {
     /// `None` only while dropping.
     root: Mutex<Option<Connection>>,
@@ -252,9 +253,10 @@ impl Drop for Duck {
     }
 }
 
-/// The newest snapshot for this instance: follows the manifest and loads new versions into the
-/// instance's DuckDB database, which is opened at the first load and kept open. A loaded
-/// version's Parquet files are deleted at once: the table is in memory.
+/// The newest snapshot for this instance: follows the manifest and loads the first version into
+/// a DuckDB database opened for it (at init, while the files download), and each later one into
+/// a database of its own, beside the one that serves. A loaded version's Parquet files are
+/// deleted at once: the table is in memory.
 #[cfg(feature = "s3")]
 pub struct Snapshots {
     tracker: Arc<crate::artifact::Tracker<Table, super::SnapshotMeta>>,
