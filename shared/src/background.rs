@@ -1,9 +1,9 @@
 //! Where version switches and clean-ups run: one thread per process, at the lowest CPU priority,
-//! with its own single-threaded runtime. A switch (manifest check, download, checksums, opening or loading the
-//! new version) then takes only the CPU that requests leave: on a free core it runs at full
-//! speed, and any request thread that wakes up takes the core back at once. On a current-thread
-//! runtime, as on Lambda, a switch spawned beside the requests would otherwise hold up every
-//! response while it polled its downloads.
+//! with its own single-threaded runtime. A switch (manifest check, download, checksums, opening
+//! or loading the new version) then takes only the CPU that requests leave: on a free core it
+//! runs at full speed, and any request thread that wakes up takes the core back at once. On a
+//! current-thread runtime, as on Lambda, a switch spawned beside the requests would otherwise
+//! hold up every response while it polled its downloads.
 //!
 //! Threads started from it (its blocking pool, a load's helper threads) inherit the priority, so
 //! nothing that later serves requests may be started here: a DuckDB database opened here gets
