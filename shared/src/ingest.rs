@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use futures::SinkExt;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_postgres::Statement;
 
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
@@ -62,7 +63,9 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<Idempotency<'_>>) -
     let started = Instant::now();
     let n = batch.len() as i64;
     let mut c = pg.client().await?;
-    let first_id = reserve_ids(&pg.bounded(pg.timeout()), &c, n).await?;
+    let timer = pg.bounded(pg.timeout());
+    let (reserve, copy) = prepared(&timer, &c).await?;
+    let first_id = reserve_ids(&timer, &c, &reserve, n).await?;
     let tx = pg.timed("begin", c.transaction()).await?;
     if let Some(k) = key {
         // Claims the key, or takes over an expired one; in the same statement, deletes a few
@@ -112,7 +115,7 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<Idempotency<'_>>) -
     }
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
     events::copy_header(&mut buf);
-    let sink = pg.timed("copy", tx.copy_in(events::COPY_IN)).await?;
+    let sink = pg.timed("copy", tx.copy_in(&copy)).await?;
     futures::pin_mut!(sink);
     for (k, e) in batch.iter().enumerate() {
         e.copy_row(&mut buf, first_id + k as i64);
@@ -142,13 +145,27 @@ pub async fn insert(pg: &Pg, batch: &[NewEvent], key: Option<Idempotency<'_>>) -
     Ok(Outcome::Written(Inserted { took_ms: ms(started.elapsed()), ..inserted }))
 }
 
+/// The id reservation and the COPY, prepared once per connection (both in one round trip): a
+/// write then spends its round trips on the work, not on parsing the same two statements again.
+async fn prepared(timer: &Timer, c: &crate::pg::Client) -> Result<(Statement, Statement)> {
+    let both = futures::future::try_join(
+        c.prepare_cached("SELECT quiver_reserve_event_ids($1)"),
+        c.prepare_cached(events::COPY_IN),
+    );
+    timer.timed("prepare", both).await
+}
+
 /// Reserves `n` consecutive ids and returns the first. It runs on its own, before the write's
 /// transaction: the function's transaction-level lock then lasts this one statement, so concurrent
 /// writers do not queue behind each other's COPY. A write that fails afterwards leaves a gap in the
 /// ids, as any failed insert into a `bigserial` does.
-async fn reserve_ids(timer: &Timer, c: &crate::pg::Client, n: i64) -> Result<i64> {
-    let sql = "SELECT quiver_reserve_event_ids($1)";
-    let row = timer.timed("reserve ids", c.query_one(sql, &[&n])).await?;
+async fn reserve_ids(
+    timer: &Timer,
+    c: &crate::pg::Client,
+    reserve: &Statement,
+    n: i64,
+) -> Result<i64> {
+    let row = timer.timed("reserve ids", c.query_one(reserve, &[&n])).await?;
     Ok(row.get(0))
 }
 
@@ -166,7 +183,8 @@ pub async fn bulk(
     // A million rows take seconds, not the per-statement default; give the load room, bounded.
     let limit = pg.timeout().max(Duration::from_secs(10)) + Duration::from_micros(count * 20);
     let bounded = pg.bounded(limit);
-    let first_id = reserve_ids(&bounded, &c, count as i64).await?;
+    let (reserve, copy) = prepared(&bounded, &c).await?;
+    let first_id = reserve_ids(&bounded, &c, &reserve, count as i64).await?;
     let tx = bounded.timed("begin", c.transaction()).await?;
     bounded
         .timed(
@@ -174,7 +192,7 @@ pub async fn bulk(
             tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", limit.as_millis())),
         )
         .await?;
-    let sink = bounded.timed("copy", tx.copy_in(events::COPY_IN)).await?;
+    let sink = bounded.timed("copy", tx.copy_in(&copy)).await?;
     futures::pin_mut!(sink);
     const ROWS_PER_CHUNK: u64 = 5_000;
     let mut buf = BytesMut::with_capacity(ROWS_PER_CHUNK as usize * 200);
