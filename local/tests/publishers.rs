@@ -42,7 +42,7 @@ fn wait_healthy(port: u16) {
 
 /// Downloads every file the manifest names (each checked against its size and checksum) and
 /// checks that no other version, and no lease, is left under the prefix.
-async fn verify<M: serde::de::DeserializeOwned>(s: &Storage, prefix: &str, dir: &std::path::Path) {
+async fn verify<M: artifact::Meta>(s: &Storage, prefix: &str, dir: &std::path::Path) {
     let (m, _) = artifact::fetch_manifest::<M>(s, prefix, None)
         .await
         .unwrap_or_else(|e| panic!("{prefix}: {e}"))

@@ -84,6 +84,16 @@ pub fn run(f: impl FnOnce() + Send + 'static) {
     drop(handle().spawn_blocking(f));
 }
 
+/// Runs the blocking `f` on a thread of its own at normal priority: freeing what holds memory (an
+/// old version's table and database), which must come back even when requests leave the
+/// background thread no CPU; the request that drops the last reference still does not wait.
+pub fn free(f: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new().name("quiver-free".into()).spawn(f);
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to free an old version on; it stays in memory");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_os = "linux")]
@@ -103,5 +113,13 @@ mod tests {
         super::run(move || tx.send((policy(), super::is_current())).unwrap());
         assert_eq!(rx.recv().unwrap(), (libc::SCHED_IDLE, true));
         assert_eq!((policy(), super::is_current()), (libc::SCHED_OTHER, false));
+        // Issue 29, item 5: memory is freed at normal priority, whoever drops the last reference.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let from_background = move || {
+            super::free(move || tx.send((policy(), super::is_current())).unwrap());
+            Ok(())
+        };
+        super::run_async(async move { from_background() }).await.unwrap();
+        assert_eq!(rx.recv().unwrap(), (libc::SCHED_OTHER, false));
     }
 }

@@ -71,6 +71,8 @@ async fn every_validation_rule_is_a_4xx_naming_the_problem_and_writes_nothing() 
         ("application/json", json!([event(u), {"user_id": u, "page_url": "/"}]).to_string(), 400, "[1].event_type"),
         ("application/json", json!([event(u), {"user_id": u, "event_type": "hover", "page_url": "/"}]).to_string(), 400, "must be one of"),
         ("application/json", json!([event(u), {"user_id": u, "event_type": "click", "page_url": "/", "metadata": "x"}]).to_string(), 400, "[1].metadata"),
+        // Issue 29, item 1: 10000-01-01 in UTC, whose day folder broke every later snapshot.
+        ("application/json", json!([{"user_id": u, "event_type": "click", "page_url": "/x", "created_at": "9999-12-31T12:00:00-12:00"}]).to_string(), 400, "[0].created_at"),
         ("application/x-ndjson", format!("{}\n{{\"user_id\":{u}}}\n", event(u)), 400, "line 2: event_type"),
         ("text/csv", "a,b".into(), 415, "content type"),
         ("application/json", format!("[{}]", vec![event(u).to_string(); quiver::events::MAX_EVENTS_PER_REQUEST + 1].join(",")), 413, "number of events"),

@@ -271,7 +271,7 @@ impl Indexer {
             if e.as_service_error().is_some_and(|se| se.is_no_such_key())
                 || e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
             {
-                Error::bad_param("key", format!("s3://{}/{key} does not exist", s.bucket))
+                Error::bad_param("key", format!("{key} does not exist in the bucket"))
             } else {
                 s3_error("GetObject", key, e)
             }
@@ -427,7 +427,7 @@ pub fn routes(state: Arc<Indexer>) -> Router {
 #[utoipa::path(post, path = "/index", tag = "search",
     params(Detail),
     request_body(content = String, content_type = "application/x-ndjson",
-        description = "Optional: JSONL of `{id, title, body, tags?, created_at?}` (at most 6 MB), instead of `corpus` or `key`."),
+        description = "Optional: JSONL of `{id, title, body, tags?, created_at?}` (at most 6 MB; through Lambda, whose payload limit counts the body base64-encoded, about 4.7 MB), instead of `corpus` or `key`."),
     responses(
         (status = 201, description = "Indexed, packed, uploaded and published.", body = IndexReport),
         (status = 413, description = "A body over 6 MB.", body = quiver::error::Problem, content_type = "application/problem+json"),

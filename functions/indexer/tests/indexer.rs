@@ -165,6 +165,12 @@ async fn bad_input_is_a_4xx_and_publishes_nothing() {
         assert_eq!(r.status, status, "{uri}: {r}");
         let v = r.json();
         assert!(v.to_string().contains(needle), "{uri}: expected {needle:?} in {v}");
+        // Issue 29, item 9: the bucket's name stays in the logs.
+        let bucket = quiver::testing::service_config().bucket.expect("a bucket");
+        assert!(
+            !v.to_string().contains(&format!("s3://{bucket}")),
+            "{uri}: the answer names the bucket: {v}"
+        );
     }
     let huge = vec![b' '; quiver::http::MAX_BODY_BYTES + 1];
     let r = app.post("/index", "application/x-ndjson", huge).await;

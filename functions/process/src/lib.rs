@@ -115,7 +115,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
 /// Statistics of a batch of points, with Polars; an identical body is a cache HIT.
 #[utoipa::path(post, path = "/process", tag = "process", operation_id = "process_batch",
     request_body(content = process::BatchInput, content_type = "application/json",
-        description = "At most 6 MB and 100,000 points. Every problem (up to 20) is listed in the 400."),
+        description = "At most 6 MB and 100,000 points (through Lambda, whose payload limit counts the escaped body, about 5.3 MB). Every problem (up to 20) is listed in the 400."),
     responses(
         (status = 200, description = "The statistics and how long each step took; `x-cache` says HIT, MISS or BYPASS.", body = BatchReport),
         (status = 413, description = "Over 6 MB or over 100,000 points.", body = quiver::error::Problem, content_type = "application/problem+json"),

@@ -318,3 +318,93 @@ async fn sample_events_are_routed_as_http_or_schedule() {
     assert_eq!(r.status, 400, "{r}");
     assert_eq!(r.json()["param"], "from");
 }
+
+/// Issue 29, item 1: an event past 9999-12-31 in UTC, stored before the API bounded `created_at`
+/// in UTC, is left out of the export (its `dt=+10000-01-01` folder broke every later snapshot),
+/// while the last microsecond of the range is exported and published.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_past_the_range_is_not_exported_and_the_snapshot_publishes() {
+    let user_id = (unique_midnight() / DAY_US % 1_000_000) as i32 + 1_000_000_000;
+    let c = pg().client().await.unwrap();
+    let insert = "INSERT INTO user_events (user_id, event_type, page_url, metadata, created_at) \
+                  VALUES ($1, 'click', '/x', '{}', $2::text::timestamptz)";
+    for t in ["9999-12-31T23:59:59.999999Z", "10000-01-01T00:00:00Z"] {
+        c.execute(insert, &[&user_id, &t]).await.unwrap();
+    }
+    let prefix = unique_prefix("range");
+    let s = state(&prefix, 3).await;
+    let w = Window { from: Some(at(253_402_214_400_000_000)), to: None };
+    let exported = s.run(&w).await;
+    c.execute("DELETE FROM user_events WHERE user_id = $1", &[&user_id]).await.unwrap();
+    let report = serde_json::to_value(exported.unwrap()).unwrap();
+    assert_eq!(report["rows"], 1, "{report}");
+    let m = manifest(&prefix).await;
+    assert_eq!(m.meta.max_created_at.as_deref(), Some("9999-12-31T23:59:59.999999Z"));
+    assert_eq!(m.files[0].name, "part-00000.parquet");
+    delete_prefix(&prefix).await;
+}
+
+/// Issue 29, item 4: 10,000 events on 10,000 different days (one POST's worth) used to make
+/// 10,000 files and a 56 s export; sparse days now share files, and the export finishes well
+/// inside a 20 s limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_days_make_a_bounded_number_of_files() {
+    // 9900-01-01 onwards: past every other test's window (`unique_midnight` stays before 5800).
+    let first_day_us = 250_246_627_200_000_000;
+    let (from, to) = (first_day_us, first_day_us + 10_000 * DAY_US);
+    let c = pg().client().await.unwrap();
+    let window = "created_at >= $1 AND created_at < $2";
+    c.execute(&format!("DELETE FROM user_events WHERE {window}"), &[&at(from), &at(to)])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO user_events (user_id, event_type, page_url, metadata, created_at) \
+         SELECT 7, 'click', '/x', '{}', $1::timestamptz + g * interval '1 day' FROM generate_series(0, 9999) g",
+        &[&at(from)],
+    )
+    .await
+    .unwrap();
+    let prefix = unique_prefix("sparse");
+    let cfg = service_config();
+    let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
+    settings.export_timeout = std::time::Duration::from_secs(20);
+    let s = Snapshot::with_settings(&cfg, settings).await.unwrap();
+    let exported = s.run(&Window { from: Some(at(from)), to: Some(at(to)) }).await;
+    c.execute(&format!("DELETE FROM user_events WHERE {window}"), &[&at(from), &at(to)])
+        .await
+        .unwrap();
+    let report = serde_json::to_value(exported.unwrap()).unwrap();
+    assert_eq!(report["rows"], 10_000, "{report}");
+    let files = report["files"].as_u64().unwrap() as usize;
+    assert!(files <= 2 * quiver::snapshot::DAY_FILES_PER_PART + 1, "{files} files");
+    let m = manifest(&prefix).await;
+    let (c2, src) = open_parquet(&m).await;
+    let n: i64 = c2.query_row(&format!("SELECT count(*) FROM {src}"), [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 10_000, "every event is in the files");
+    delete_prefix(&prefix).await;
+}
+
+/// Issue 29, item 12: an export abandoned mid-way (its timeout here; a dropped request under
+/// `quiver-local serve` is the same drop) leaves no local folder behind, and the Parquet writer,
+/// which ran on, does not make one again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_export_leaves_no_folder_behind() {
+    let end = unique_midnight();
+    seed_window(end, 8, 60_000).await;
+    let prefix = unique_prefix("abandoned");
+    let cfg = service_config();
+    let tmp = std::env::temp_dir().join(quiver::testing::unique_name("abandoned-export"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for limit_ms in [1, 20, 50, 100, 200] {
+        let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
+        settings.export_timeout = std::time::Duration::from_millis(limit_ms);
+        settings.tmp_dir = tmp.clone();
+        let s = Snapshot::with_settings(&cfg, settings).await.unwrap();
+        let _ = s.run(&Window { from: Some(at(end - 8 * DAY_US)), to: Some(at(end)) }).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "after a {limit_ms} ms limit: {left:?}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+    delete_prefix(&prefix).await;
+}

@@ -1,19 +1,43 @@
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 
-use super::{manifest_key, FileEntry, Manifest};
+use super::{manifest_key, FileEntry, Manifest, Meta};
 use crate::error::{Error, Result};
 use crate::storage::{s3_error, Storage, NAME};
 
 /// The manifest, unless its ETag is still `known`. `Ok(None)` means unchanged; a prefix with no
-/// manifest is a 503 (`unpublished`).
-pub async fn fetch_manifest<M: DeserializeOwned>(
+/// manifest is a 503 (`unpublished`), and one that readers cannot use a 503 (`corrupt`).
+pub async fn fetch_manifest<M: Meta>(
     s: &Storage,
     prefix: &str,
     known: Option<&str>,
 ) -> Result<Option<(Manifest<M>, String)>> {
+    match fetch_checked(s, prefix, known).await? {
+        Fetched::Unchanged => Ok(None),
+        Fetched::Usable(m, etag) => Ok(Some((m, etag))),
+        Fetched::Unusable { error, .. } => Err(error),
+    }
+}
+
+/// What a manifest check found.
+pub(super) enum Fetched<M> {
+    Unchanged,
+    Usable(Manifest<M>, String),
+    /// In S3, but not something a reader can use: the version it names (when it names one), its
+    /// ETag, and why.
+    Unusable {
+        version: Option<String>,
+        etag: String,
+        error: Error,
+    },
+}
+
+pub(super) async fn fetch_checked<M: Meta>(
+    s: &Storage,
+    prefix: &str,
+    known: Option<&str>,
+) -> Result<Fetched<M>> {
     let key = manifest_key(prefix);
     let (body, etag) = match get_raw(s, &key, known).await? {
         Raw::Missing => {
@@ -22,13 +46,23 @@ pub async fn fetch_manifest<M: DeserializeOwned>(
                 format!("nothing has been published yet: {key} does not exist"),
             ))
         }
-        Raw::Unchanged => return Ok(None),
+        Raw::Unchanged => return Ok(Fetched::Unchanged),
         Raw::Found(body, etag) => (body, etag),
     };
-    let m: Manifest<M> = serde_json::from_slice(&body)
-        .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))?;
-    m.validate(prefix)?;
-    Ok(Some((m, etag)))
+    let checked = serde_json::from_slice::<Manifest<M>>(&body)
+        .map_err(|e| Error::unavailable(NAME, format!("{key} is not a valid manifest: {e}")))
+        .and_then(|m| m.check_usable(prefix).map(|()| m));
+    Ok(match checked {
+        Ok(m) => Fetched::Usable(m, etag),
+        Err(error) => {
+            #[derive(serde::Deserialize)]
+            struct Named {
+                version: String,
+            }
+            let version = serde_json::from_slice::<Named>(&body).ok().map(|n| n.version);
+            Fetched::Unusable { version, etag, error }
+        }
+    })
 }
 
 /// A small object's body and ETag.

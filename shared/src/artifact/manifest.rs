@@ -28,6 +28,11 @@ pub struct Manifest<M = serde_json::Value> {
     /// orphan of a failed run.
     #[serde(default)]
     pub previous: Vec<String>,
+    /// When each of `previous` stopped being current (RFC 3339; the `created_at` of the manifest
+    /// that replaced it), in the same order: retention's grace counts from then, not from when
+    /// a version was made. Shorter in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_at: Vec<String>,
     pub meta: M,
 }
 
@@ -75,6 +80,21 @@ impl<M> Manifest<M> {
             }
         }
         Ok(())
+    }
+}
+
+impl<M: super::Meta> Manifest<M> {
+    /// Everything a reader checks before it uses a manifest: [`Manifest::validate`] and the
+    /// artifact's own [`super::Meta::check_files`]. [`super::publish`] runs the same check before
+    /// it uploads anything, so a manifest that readers would refuse is never published.
+    pub fn check_usable(&self, prefix: &str) -> Result<()> {
+        self.validate(prefix)?;
+        self.meta.check_files(&self.files).map_err(|what| {
+            Error::unavailable(
+                crate::storage::NAME,
+                format!("{} is not a valid manifest: {what}", manifest_key(prefix)),
+            )
+        })
     }
 }
 
@@ -147,6 +167,7 @@ mod tests {
                 xxh3_128: "0".repeat(32),
             }],
             previous: Vec::new(),
+            replaced_at: Vec::new(),
             meta: serde_json::Value::Null,
         }
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    checksum_file, get_raw, manifest_key, version_time, FileEntry, Manifest, Raw, HISTORY,
+    checksum_file, get_raw, manifest_key, version_time, FileEntry, Manifest, Meta, Raw, HISTORY,
 };
 use crate::config::ConfigError;
 use crate::error::{Error, Result};
@@ -58,6 +58,10 @@ pub struct Lease {
 
 #[derive(Serialize, Deserialize)]
 struct LeaseBody {
+    /// What holds it (`snapshot export`): the only part a 409 shows.
+    #[serde(default)]
+    what: String,
+    /// Where it runs (the Lambda log stream, or the process), for the log only.
     holder: String,
     token: String,
     expires_at: DateTime<Utc>,
@@ -76,6 +80,7 @@ impl Lease {
         let here = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
             .unwrap_or_else(|_| format!("pid {}", std::process::id()));
         let body = LeaseBody {
+            what: what.to_string(),
             holder: format!("{what} on {here}"),
             token: token.clone(),
             expires_at: Utc::now() + ttl,
@@ -90,30 +95,35 @@ impl Lease {
             .send()
         };
         let busy = |held: &LeaseBody| {
+            tracing::info!(prefix, holder = %held.holder, expires_at = %held.expires_at, "the publisher lease is held by another run");
             Error::Conflict(format!(
                 "{prefix} is being published by another run ({}) until {} at the latest; retry when it is done",
-                held.holder,
+                if held.what.is_empty() { "another publisher" } else { &held.what },
                 held.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ))
         };
-        match put(Err("*".into())).await {
-            Ok(_) => {}
-            Err(e) if precondition_failed(&e) => {
-                let (held, etag) = read_lease(s, &key).await?.ok_or_else(|| {
-                    Error::Conflict(format!("{prefix} changed hands just now; retry"))
-                })?;
-                if held.expires_at > Utc::now() {
-                    return Err(busy(&held));
+        if let Err(e) = put(Err("*".into())).await {
+            // Any failure reads the lease: S3 may have applied the PUT and lost its reply (the
+            // SDK's retry then meets 412, or the lost reply is the error); then it is ours.
+            let held = read_lease(s, &key).await?;
+            match held {
+                Some((held, _)) if held.token == token => {}
+                _ if !precondition_failed(&e) => return Err(s3_error("PutObject", &key, e)),
+                None => {
+                    return Err(Error::Conflict(format!("{prefix} changed hands just now; retry")))
                 }
-                tracing::warn!(prefix, holder = %held.holder, expired = %held.expires_at, "taking over an expired publisher lease");
-                put(Ok(etag)).await.map_err(|e| match precondition_failed(&e) {
-                    true => Error::Conflict(format!(
-                        "{prefix} was taken by another run just now; retry"
-                    )),
-                    false => s3_error("PutObject", &key, e),
-                })?;
+                Some((held, _)) if held.expires_at > Utc::now() => return Err(busy(&held)),
+                Some((held, etag)) => {
+                    tracing::warn!(prefix, holder = %held.holder, expired = %held.expires_at, "taking over an expired publisher lease");
+                    match put(Ok(etag)).await {
+                        // The read-back below says whose write it was.
+                        Err(e) if !precondition_failed(&e) => {
+                            return Err(s3_error("PutObject", &key, e))
+                        }
+                        _ => {}
+                    }
+                }
             }
-            Err(e) => return Err(s3_error("PutObject", &key, e)),
         }
         // Read back: an S3 server whose conditional PUT is not atomic lets two runs through; the
         // one whose write landed last holds the lease.
@@ -152,6 +162,7 @@ async fn read_lease(s: &Storage, key: &str) -> Result<Option<(LeaseBody, String)
         // An unreadable lease is treated as expired, so a bad write cannot block publishing.
         Raw::Found(body, etag) => Ok(Some((
             serde_json::from_slice(&body).unwrap_or(LeaseBody {
+                what: String::new(),
                 holder: "an unreadable lease".into(),
                 token: String::new(),
                 expires_at: DateTime::<Utc>::MIN_UTC,
@@ -161,12 +172,21 @@ async fn read_lease(s: &Storage, key: &str) -> Result<Option<(LeaseBody, String)
     }
 }
 
-/// Deletes the lease if it is still ours (within its lifetime nobody else can have taken it).
+/// Deletes the lease if it is still ours: conditionally (`If-Match` on the ETag it was read
+/// with), so a run that took it over between the read and the delete keeps it.
 async fn release(s: &Storage, key: &str, token: &str) {
     match read_lease(s, key).await {
-        Ok(Some((held, _))) if held.token == token => {
-            if let Err(e) = s.client.delete_object().bucket(&s.bucket).key(key).send().await {
-                tracing::warn!(key, error = %s3_error("DeleteObject", key, e), "releasing the publisher lease failed; it expires on its own");
+        Ok(Some((held, etag))) if held.token == token => {
+            let deleted =
+                s.client.delete_object().bucket(&s.bucket).key(key).if_match(etag).send().await;
+            match deleted {
+                Ok(_) => {}
+                Err(e) if precondition_failed(&e) => {
+                    tracing::warn!(key, "the publisher lease changed hands before its release; left to its new holder")
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %s3_error("DeleteObject", key, e), "releasing the publisher lease failed; it expires on its own")
+                }
             }
         }
         Ok(_) => tracing::warn!(key, "the publisher lease was no longer ours at release"),
@@ -177,26 +197,35 @@ async fn release(s: &Storage, key: &str, token: &str) {
 }
 
 /// Uploads `files` (name, local path) under `<prefix>/<version>/`, then writes the manifest,
-/// last. The manifest only moves forward: if the one in S3 names `version` or a newer one, or
-/// changes between reading and writing it (a conditional PUT on its ETag), nothing is published,
-/// the uploaded files are deleted, and the answer is a 409. Hold a [`Lease`] around the run.
-pub async fn publish<M: Serialize>(
+/// last. The manifest is checked with the readers' own check ([`Manifest::check_usable`]) before
+/// anything is uploaded: one that readers would refuse is a 500 and publishes nothing. The
+/// manifest only moves forward: if the one in S3 names `version` or a newer one, or changes
+/// between reading and writing it (a conditional PUT on its ETag), nothing is published, the
+/// uploaded files are deleted, and the answer is a 409. Hold a [`Lease`] around the run.
+pub async fn publish<M: Meta + Serialize>(
     s: &Storage,
     prefix: &str,
     version: &str,
     files: &[(String, PathBuf)],
     meta: M,
 ) -> Result<Manifest<M>> {
-    let uploaded = upload(s, prefix, version, files).await;
-    let entries = match uploaded {
-        Ok(entries) => entries,
-        Err(e) => {
-            discard(s, prefix, version).await;
-            return Err(e);
-        }
+    let mut manifest = Manifest {
+        version: version.to_string(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        files: entries(prefix, version, files).await?,
+        previous: Vec::new(),
+        replaced_at: Vec::new(),
+        meta,
     };
+    manifest.check_usable(prefix).map_err(|e| {
+        Error::Internal(format!("refusing to publish {prefix} version {version}: {e}"))
+    })?;
+    if let Err(e) = upload(s, &manifest.files, files).await {
+        discard(s, prefix, version).await;
+        return Err(e);
+    }
     let key = manifest_key(prefix);
-    let (previous, etag) = match get_raw(s, &key, None).await? {
+    let etag = match get_raw(s, &key, None).await? {
         Raw::Found(body, etag) => {
             match serde_json::from_slice::<Manifest<serde::de::IgnoredAny>>(&body) {
                 Ok(cur) if cur.version.as_str() >= version => {
@@ -207,26 +236,22 @@ pub async fn publish<M: Serialize>(
                     )));
                 }
                 Ok(cur) => {
-                    let mut previous = vec![cur.version];
-                    previous.extend(cur.previous);
-                    previous.truncate(HISTORY);
-                    (previous, Some(etag))
+                    manifest.previous = std::iter::once(cur.version).chain(cur.previous).collect();
+                    manifest.previous.truncate(HISTORY);
+                    manifest.replaced_at = std::iter::once(manifest.created_at.clone())
+                        .chain(cur.replaced_at)
+                        .take(manifest.previous.len())
+                        .collect();
+                    Some(etag)
                 }
                 Err(e) => {
                     tracing::warn!(key, error = %e, "replacing a manifest that does not parse");
-                    (Vec::new(), Some(etag))
+                    Some(etag)
                 }
             }
         }
-        Raw::Missing => (Vec::new(), None),
+        Raw::Missing => None,
         Raw::Unchanged => unreachable!("no ETag was given"),
-    };
-    let manifest = Manifest {
-        version: version.to_string(),
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        files: entries,
-        previous,
-        meta,
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     let put = s
@@ -241,21 +266,45 @@ pub async fn publish<M: Serialize>(
         None => put.if_none_match("*"),
     };
     if let Err(e) = put.send().await {
+        // S3 may have applied the PUT and lost its reply (the SDK's retry then meets 412, or the
+        // lost reply is the error): the manifest says whether this version is published.
         let conflict = precondition_failed(&e);
-        discard(s, prefix, version).await;
-        return Err(match conflict {
-            true => Error::Conflict(format!(
-                "version {version} was not published: another run wrote {key} meanwhile"
-            )),
-            false => s3_error("PutObject", &key, e),
-        });
+        match manifest_names(s, &key, version).await {
+            Some(true) => {
+                tracing::warn!(prefix, version, error = %s3_error("PutObject", &key, e), "the manifest PUT failed, but the manifest names this version: published")
+            }
+            Some(false) => {
+                discard(s, prefix, version).await;
+                return Err(match conflict {
+                    true => Error::Conflict(format!(
+                        "version {version} was not published: another run wrote {key} meanwhile"
+                    )),
+                    false => s3_error("PutObject", &key, e),
+                });
+            }
+            // Unknown: its files stay (retention removes them if it was not published).
+            None => return Err(s3_error("PutObject", &key, e)),
+        }
     }
     tracing::info!(prefix, version, files = manifest.files.len(), "published");
     Ok(manifest)
 }
 
-async fn upload(
-    s: &Storage,
+/// Whether the manifest at `key` names `version` now; `None` when it cannot be read.
+async fn manifest_names(s: &Storage, key: &str, version: &str) -> Option<bool> {
+    match get_raw(s, key, None).await {
+        Ok(Raw::Found(body, _)) => Some(
+            serde_json::from_slice::<Manifest<serde::de::IgnoredAny>>(&body)
+                .is_ok_and(|m| m.version == version),
+        ),
+        Ok(_) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// The manifest entries of `files` (name, local path) as `version` under `prefix`: key, size and
+/// checksum of each.
+async fn entries(
     prefix: &str,
     version: &str,
     files: &[(String, PathBuf)],
@@ -264,17 +313,26 @@ async fn upload(
     for (name, path) in files {
         let (size, sum) = checksum_file(path).await?;
         let key = format!("{prefix}/{version}/{name}");
+        entries.push(FileEntry { name: name.clone(), key, size, xxh3_128: sum });
+    }
+    Ok(entries)
+}
+
+/// Uploads each local file of `files` to its entry's key.
+async fn upload(s: &Storage, entries: &[FileEntry], files: &[(String, PathBuf)]) -> Result<()> {
+    for (entry, (_, path)) in entries.iter().zip(files) {
+        let key = &entry.key;
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| Error::Internal(format!("read {}: {e}", path.display())))?;
         // The per-operation limit is sized for small calls; a part gets time for its size too.
-        let limit = s.timeout + Duration::from_secs_f64(size as f64 / MIN_UPLOAD_BYTES_PER_S);
+        let limit = s.timeout + Duration::from_secs_f64(entry.size as f64 / MIN_UPLOAD_BYTES_PER_S);
         let timeouts =
             TimeoutConfig::builder().operation_timeout(limit).operation_attempt_timeout(limit);
         s.client
             .put_object()
             .bucket(&s.bucket)
-            .key(&key)
+            .key(key)
             .body(body)
             .customize()
             .config_override(
@@ -282,10 +340,9 @@ async fn upload(
             )
             .send()
             .await
-            .map_err(|e| s3_error("PutObject", &key, e))?;
-        entries.push(FileEntry { name: name.clone(), key, size, xxh3_128: sum });
+            .map_err(|e| s3_error("PutObject", key, e))?;
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// Deletes what a run that did not publish uploaded; what this misses, retention removes later.
@@ -355,8 +412,9 @@ async fn delete_version(s: &Storage, prefix: &str, version: &str) -> Result<()> 
 }
 
 /// Deletes the versions under `prefix` that `manifest` (the one just published) no longer needs:
-/// every version older than it, except the newest `keep - 1` it lists as previous, that was
-/// started more than `grace` ago. Orphans of failed runs go the same way. Names that are not
+/// every version older than it, except the newest `keep - 1` it lists as previous, that stopped
+/// being current more than `grace` ago (a reader may still be downloading it until then). Orphans
+/// of failed runs, never current, count from when they were started. Names that are not
 /// versions of ours are never touched. Returns what was deleted.
 pub async fn retain<M>(
     s: &Storage,
@@ -364,6 +422,8 @@ pub async fn retain<M>(
     retention: &Retention,
     manifest: &Manifest<M>,
 ) -> Result<Vec<String>> {
+    // Never delete on the word of a manifest that readers would refuse.
+    manifest.validate(prefix)?;
     let kept: Vec<&str> = std::iter::once(manifest.version.as_str())
         .chain(manifest.previous.iter().map(String::as_str))
         .take(retention.keep.max(1))
@@ -371,7 +431,11 @@ pub async fn retain<M>(
     let now = Utc::now();
     let mut deleted = Vec::new();
     for v in versions(s, prefix).await? {
-        let old_enough = version_time(&v).is_some_and(|t| {
+        let since = match manifest.previous.iter().position(|p| *p == v) {
+            Some(i) => replaced_at(manifest, i),
+            None => version_time(&v),
+        };
+        let old_enough = since.is_some_and(|t| {
             now.signed_duration_since(t).to_std().is_ok_and(|age| age >= retention.grace)
         });
         if kept.contains(&v.as_str()) || v >= manifest.version || !old_enough {
@@ -382,4 +446,21 @@ pub async fn retain<M>(
         deleted.push(v);
     }
     Ok(deleted)
+}
+
+/// When `manifest.previous[i]` stopped being current, at the latest. Where the manifest does not
+/// record it (written before `replaced_at`), it was replaced when its successor was published
+/// (for the newest, this manifest's `created_at`),
+/// which was before the run after that successor started (one run at a time holds the lease):
+/// the start of the version two places newer, or `None` (never old enough) when there is none.
+fn replaced_at<M>(manifest: &Manifest<M>, i: usize) -> Option<DateTime<Utc>> {
+    let parse = |at: &str| DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&Utc));
+    if let Some(at) = manifest.replaced_at.get(i) {
+        return parse(at);
+    }
+    match i {
+        0 => parse(&manifest.created_at),
+        1 => version_time(&manifest.version),
+        _ => version_time(&manifest.previous[i - 2]),
+    }
 }

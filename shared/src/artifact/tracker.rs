@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{checksum_file, download, fetch_manifest, Manifest, PARALLEL_DOWNLOADS};
+use super::{checksum_file, download, fetch_checked, Fetched, Manifest, PARALLEL_DOWNLOADS};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, NAME};
 
@@ -19,6 +18,12 @@ pub trait Meta: DeserializeOwned + Clone + Send + Sync + 'static {
     /// free-space check before a download counts it.
     fn unpacked_bytes(&self) -> u64 {
         0
+    }
+
+    /// What a reader of this artifact refuses in a manifest's files besides
+    /// [`Manifest::validate`]'s checks (a name its loader would not open), as a short reason.
+    fn check_files(&self, _files: &[super::FileEntry]) -> std::result::Result<(), String> {
+        Ok(())
     }
 }
 
@@ -65,28 +70,48 @@ pub struct Stale {
     pub prefix: String,
     /// The version being served, if any.
     pub serving: Option<String>,
-    /// The newest published version, which could not be loaded.
+    /// The newest published version (`unknown` when its manifest names none).
     pub newest: String,
-    /// Why, e.g. "needs 812 MB in /tmp, 300 MB free".
+    /// Why, in one word: `switching` (still loading, for longer than the bound), `corrupt` (its
+    /// manifest or files cannot be used, or it failed to load), `timeout`, `refused`,
+    /// `unavailable` (no room in `/tmp`, S3 down) or `internal`. The full error is in the log.
     pub reason: String,
+    /// Seconds since this instance first saw the newest version.
+    pub waiting_s: u64,
 }
 
-/// Every tracker's staleness in this process, for `/health` (in `quiver-local serve` every
-/// function shares the process; on Lambda, each function's responses carry `x-data-stale`).
-static STALE: Mutex<BTreeMap<String, Stale>> = Mutex::new(BTreeMap::new());
+/// Every tracker in this process, for `/health` (in `quiver-local serve` every function shares
+/// the process; on Lambda, each function's responses carry `x-data-stale`).
+static TRACKERS: Mutex<Vec<std::sync::Weak<dyn Staleness>>> = Mutex::new(Vec::new());
+
+trait Staleness: Send + Sync {
+    fn stale(&self) -> Option<Stale>;
+}
 
 /// The artifacts this process serves older than their newest version, and why.
 pub fn stale_artifacts() -> Vec<Stale> {
-    STALE.lock().expect("stale registry").values().cloned().collect()
+    let mut trackers = TRACKERS.lock().expect("tracker registry");
+    trackers.retain(|t| t.strong_count() > 0);
+    trackers.iter().filter_map(|t| t.upgrade()?.stale()).collect()
 }
 
 /// The header a response carries when the data behind it is not the newest published version.
 pub const X_DATA_STALE: &str = "x-data-stale";
 
+/// A newer version not served after this long (or one check interval, if longer) makes answers
+/// stale even while it is still loading: on Lambda a switch runs only while invocations do.
+pub const SWITCH_WAIT: Duration = Duration::from_secs(10);
+
+/// The newest version this instance knows of and does not serve yet.
+struct Pending {
+    version: String,
+    since: Instant,
+    /// Set once it failed to load (or its manifest cannot be used): the short reason.
+    failed: Option<&'static str>,
+}
+
 struct CheckState {
     etag: Option<String>,
-    /// The newest version that failed to load, so its error is logged once, not at every check.
-    failed: Option<String>,
 }
 
 /// Keeps one loaded version of the artifact under `prefix` and follows the manifest. Requests
@@ -103,13 +128,21 @@ pub struct Tracker<T, M = serde_json::Value> {
     last_check_ms: AtomicU64,
     current: RwLock<Option<Arc<Loaded<T, M>>>>,
     check: Arc<tokio::sync::Mutex<CheckState>>,
-    stale: Mutex<Option<Stale>>,
+    pending: Mutex<Option<Pending>>,
+    /// How long a newer version may wait to be served before answers say they are stale, in ms.
+    stale_after_ms: AtomicU64,
+}
+
+impl<T: Send + Sync + 'static, M: Meta> Staleness for Tracker<T, M> {
+    fn stale(&self) -> Option<Stale> {
+        Tracker::stale(self)
+    }
 }
 
 impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
     /// `dir` is where versions are unpacked (under `/tmp` on Lambda).
     pub fn new(storage: Storage, prefix: &str, dir: PathBuf, check_every: Duration) -> Arc<Self> {
-        Arc::new(Tracker {
+        let tracker = Arc::new(Tracker {
             storage,
             prefix: prefix.to_string(),
             dir,
@@ -117,9 +150,13 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
             born: Instant::now(),
             last_check_ms: AtomicU64::new(u64::MAX),
             current: RwLock::new(None),
-            check: Arc::new(tokio::sync::Mutex::new(CheckState { etag: None, failed: None })),
-            stale: Mutex::new(None),
-        })
+            check: Arc::new(tokio::sync::Mutex::new(CheckState { etag: None })),
+            pending: Mutex::new(None),
+            stale_after_ms: AtomicU64::new(SWITCH_WAIT.max(check_every).as_millis() as u64),
+        });
+        let weak: std::sync::Weak<dyn Staleness> = Arc::downgrade(&tracker) as _;
+        TRACKERS.lock().expect("tracker registry").push(weak);
+        tracker
     }
 
     fn fresh(&self) -> bool {
@@ -144,9 +181,32 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
         self.last_check_ms.store(u64::MAX, Ordering::Relaxed);
     }
 
-    /// Why this instance serves older data than the newest version, if it does.
+    /// How long a newer version may wait to be served before [`Tracker::stale`] says so (by
+    /// default [`SWITCH_WAIT`] or one check interval, whichever is longer).
+    pub fn set_stale_after(&self, wait: Duration) {
+        self.stale_after_ms.store(wait.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Why this instance serves older data than the newest version, if it does: that version
+    /// failed to load, or has waited longer than the bound of [`Tracker::set_stale_after`].
     pub fn stale(&self) -> Option<Stale> {
-        self.stale.lock().expect("stale lock").clone()
+        let pending = self.pending.lock().expect("pending lock");
+        let p = pending.as_ref()?;
+        let waited = p.since.elapsed();
+        let reason = match p.failed {
+            Some(reason) => reason,
+            None if waited.as_millis() as u64 >= self.stale_after_ms.load(Ordering::Relaxed) => {
+                "switching"
+            }
+            None => return None,
+        };
+        Some(Stale {
+            prefix: self.prefix.clone(),
+            serving: self.loaded().map(|l| l.manifest.version.clone()),
+            newest: p.version.clone(),
+            reason: reason.to_string(),
+            waiting_s: waited.as_secs(),
+        })
     }
 
     /// The loaded version. When the last check is older than the interval, a check starts in the
@@ -164,7 +224,7 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
                     let me = self.clone();
                     crate::background::spawn(async move {
                         // Errors are logged and kept in `stale` inside; the old version serves on.
-                        let _ = me.check_now(&mut st, open).await;
+                        let _ = me.check_now(&mut st, open, false).await;
                     });
                 }
             }
@@ -175,14 +235,15 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
             let mut st = me.check.lock().await;
             match me.loaded() {
                 Some(cur) => Ok(cur),
-                None => me.check_now(&mut st, open).await,
+                None => me.check_now(&mut st, open, false).await,
             }
         })
         .await
     }
 
     /// Checks the manifest now and waits for a new version to load (at init, after a publish in
-    /// tests); with a version loaded, an error keeps it serving and is returned.
+    /// tests), trying again a version that failed; with a version loaded, an error keeps it
+    /// serving and is returned.
     pub async fn refresh<F, Fut>(self: &Arc<Self>, open: F) -> Result<Arc<Loaded<T, M>>>
     where
         F: FnOnce(Manifest<M>, PathBuf) -> Fut + Send + 'static,
@@ -191,28 +252,45 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
         let me = self.clone();
         crate::background::run_async(async move {
             let mut st = me.check.lock().await;
-            me.check_now(&mut st, open).await
+            me.check_now(&mut st, open, true).await
         })
         .await
     }
 
-    async fn check_now<F, Fut>(&self, st: &mut CheckState, open: F) -> Result<Arc<Loaded<T, M>>>
+    /// `again`: look at the manifest even if its ETag is one already seen (a version that failed
+    /// is then tried again); a due check in the background does not.
+    async fn check_now<F, Fut>(
+        &self,
+        st: &mut CheckState,
+        open: F,
+        again: bool,
+    ) -> Result<Arc<Loaded<T, M>>>
     where
         F: FnOnce(Manifest<M>, PathBuf) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let cur = self.loaded();
-        let known = if cur.is_some() { st.etag.clone() } else { None };
-        let fetched = fetch_manifest::<M>(&self.storage, &self.prefix, known.as_deref()).await;
+        let known = if cur.is_some() && !again { st.etag.clone() } else { None };
+        let fetched = fetch_checked::<M>(&self.storage, &self.prefix, known.as_deref()).await;
         self.mark();
         let (manifest, etag) = match (fetched, &cur) {
-            (Ok(Some(found)), _) => found,
-            (Ok(None), Some(cur)) => return Ok(cur.clone()),
-            (Ok(None), None) => {
+            (Ok(Fetched::Usable(m, etag)), _) => (m, etag),
+            (Ok(Fetched::Unchanged), Some(cur)) => return Ok(cur.clone()),
+            (Ok(Fetched::Unchanged), None) => {
                 return Err(Error::unavailable(
                     NAME,
                     "the manifest did not change and nothing is loaded",
                 ))
+            }
+            (Ok(Fetched::Unusable { version, etag, error }), _) => {
+                // Remembered, so it is not fetched again until it changes; the loaded version
+                // serves on, and says it is stale.
+                let version = version.unwrap_or_else(|| "unknown".into());
+                self.see(&version);
+                if cur.is_some() {
+                    st.etag = Some(etag);
+                }
+                return Err(self.failed(cur.as_deref(), &version, error));
             }
             (Err(e), Some(cur)) => {
                 tracing::warn!(prefix = %self.prefix, error = %e, version = %cur.manifest.version, "manifest check failed; still serving the loaded version");
@@ -224,42 +302,65 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
             st.etag = Some(etag);
             return Ok(cur.clone());
         }
+        self.see(&manifest.version);
         let started = Instant::now();
         let version = manifest.version.clone();
-        match self.load(manifest).await {
+        let opened = match self.load(manifest).await {
             Ok((manifest, dir)) => match open(manifest.clone(), dir.clone()).await {
-                Ok(value) => {
-                    let loaded = Arc::new(Loaded { manifest, dir, value });
-                    let previous =
-                        self.current.write().expect("tracker lock").replace(loaded.clone());
-                    st.etag = Some(etag);
-                    st.failed = None;
-                    self.set_stale(None);
-                    tracing::info!(prefix = %self.prefix, version = %version, ms = started.elapsed().as_millis() as u64, "switched to a new version");
-                    self.clean_up(&loaded.dir, previous.as_ref().map(|p| p.dir.as_path())).await;
-                    Ok(loaded)
-                }
+                Ok(value) => Ok(Arc::new(Loaded { manifest, dir, value })),
                 Err(e) => {
                     remove_now(&dir).await;
-                    Err(self.failed(st, cur.as_deref(), &version, e))
+                    Err(e)
                 }
             },
-            Err(e) => Err(self.failed(st, cur.as_deref(), &version, e)),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(loaded) => {
+                let previous = self.current.write().expect("tracker lock").replace(loaded.clone());
+                st.etag = Some(etag);
+                self.pending.lock().expect("pending lock").take_if(|p| p.version == version);
+                tracing::info!(prefix = %self.prefix, version = %version, ms = started.elapsed().as_millis() as u64, "switched to a new version");
+                self.clean_up(&loaded.dir, previous.as_ref().map(|p| p.dir.as_path())).await;
+                Ok(loaded)
+            }
+            Err(e) => {
+                // A version that cannot load (corrupt, too large) is not downloaded again until
+                // the manifest changes; one that met a passing fault is tried at the next check.
+                if cur.is_some()
+                    && !matches!(e.outage(), Some("timeout" | "refused" | "unavailable"))
+                {
+                    st.etag = Some(etag);
+                }
+                Err(self.failed(cur.as_deref(), &version, e))
+            }
         }
     }
 
-    /// Records that `version` could not be loaded: an error log the first time, the stale state
-    /// for `/health` and `x-data-stale`.
-    fn failed(
-        &self,
-        st: &mut CheckState,
-        cur: Option<&Loaded<T, M>>,
-        version: &str,
-        e: Error,
-    ) -> Error {
-        let serving = cur.map(|c| c.manifest.version.clone());
-        if st.failed.as_deref() != Some(version) {
-            match &serving {
+    /// Notes that `version` is the newest published one, from now if it is new to this instance.
+    fn see(&self, version: &str) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.as_ref().is_none_or(|p| p.version != version) {
+            *pending =
+                Some(Pending { version: version.to_string(), since: Instant::now(), failed: None });
+        }
+    }
+
+    /// Records that `version` could not be loaded: an error log the first time, and the stale
+    /// state for `/health` and `x-data-stale`.
+    fn failed(&self, cur: Option<&Loaded<T, M>>, version: &str, e: Error) -> Error {
+        let reason = e.outage().unwrap_or("internal");
+        let mut pending = self.pending.lock().expect("pending lock");
+        let first = match pending.as_mut().filter(|p| p.version == version) {
+            Some(p) => p.failed.replace(reason).is_none(),
+            None => {
+                let since = Instant::now();
+                *pending = Some(Pending { version: version.into(), since, failed: Some(reason) });
+                true
+            }
+        };
+        if first {
+            match cur.map(|c| &c.manifest.version) {
                 Some(s) => {
                     tracing::error!(prefix = %self.prefix, version, serving = %s, error = %e, "a new version could not be loaded; still serving the old one")
                 }
@@ -267,24 +368,8 @@ impl<T: Send + Sync + 'static, M: Meta> Tracker<T, M> {
                     tracing::error!(prefix = %self.prefix, version, error = %e, "the published version could not be loaded")
                 }
             }
-            st.failed = Some(version.to_string());
         }
-        self.set_stale(Some(Stale {
-            prefix: self.prefix.clone(),
-            serving,
-            newest: version.to_string(),
-            reason: e.to_string(),
-        }));
         e
-    }
-
-    fn set_stale(&self, stale: Option<Stale>) {
-        let mut registry = STALE.lock().expect("stale registry");
-        match &stale {
-            Some(s) => registry.insert(self.prefix.clone(), s.clone()),
-            None => registry.remove(&self.prefix),
-        };
-        *self.stale.lock().expect("stale lock") = stale;
     }
 
     /// Downloads a version's files (after checking they fit), verifying each. On failure nothing

@@ -16,10 +16,8 @@ pub struct Cursor {
 /// The document's pattern for a cursor.
 pub const CURSOR_PATTERN: &str = "^[0-9a-f]{64}$";
 
-/// The earliest and latest `created_at` a cursor may hold: years 0 and 10000 (events are written
-/// from 1970 to 9999).
-pub const CURSOR_CREATED_AT_US: std::ops::RangeInclusive<i64> =
-    -62_167_219_200_000_000..=253_402_300_800_000_000;
+/// The earliest and latest `created_at` a cursor may hold: the events' own range.
+pub const CURSOR_CREATED_AT_US: std::ops::RangeInclusive<i64> = super::CREATED_AT_US;
 
 /// The key that signs cursors. `QUIVER_CURSOR_KEY` when it is set (at least 32 characters);
 /// otherwise derived from the database URL, which every instance of a deployment shares (on AWS it
@@ -96,7 +94,7 @@ mod tests {
         let key = CursorKey::new(b"0123456789abcdef0123456789abcdef");
         for c in [
             Cursor { created_at_us: 1_790_000_000_000_000, id: 42 },
-            Cursor { created_at_us: -1, id: i64::MAX },
+            Cursor { created_at_us: *CURSOR_CREATED_AT_US.end(), id: i64::MAX },
             Cursor { created_at_us: *CURSOR_CREATED_AT_US.start(), id: 0 },
         ] {
             let t = c.encode(&key);

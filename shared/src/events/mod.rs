@@ -54,6 +54,18 @@ impl EventType {
     }
 }
 
+/// The `created_at` an event may have, in µs since the Unix epoch: from 1970-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999Z, in UTC whatever the offset it is written with. Every year in it has
+/// four digits, so a snapshot's `dt=YYYY-MM-DD` folder (and a cursor) can always name its day;
+/// one event past it (year 10000 in UTC) once broke every later snapshot.
+pub const CREATED_AT_US: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999_999;
+
+/// [`CREATED_AT_US`] as times, for queries that bound a window by it (the end is exclusive).
+pub fn created_at_bounds() -> (DateTime<Utc>, DateTime<Utc>) {
+    let at = |us| DateTime::from_timestamp_micros(us).expect("within chrono's range");
+    (at(*CREATED_AT_US.start()), at(*CREATED_AT_US.end() + 1))
+}
+
 /// Most events one `POST /events` may carry; more is a 413.
 pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 /// Longest `page_url` accepted, in characters.
@@ -107,8 +119,11 @@ pub struct EventInput {
     /// cannot hold one); `{}` when absent or null.
     #[schema(schema_with = metadata_schema)]
     metadata: Option<Value>,
-    /// RFC 3339, from year 1970 on; now when absent.
-    #[schema(value_type = Option<String>, format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    /// RFC 3339, from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z in UTC (an offset
+    /// counts); now when absent. The pattern: a year from 1970 to 9999 as written, except the
+    /// range's first and last day with an offset that moves them outside it.
+    #[schema(value_type = Option<String>, format = DateTime,
+        pattern = r"^(?!1970-01-01[Tt ][0-9:.]+\+(?!00:00))(?!9999-12-31[Tt ][0-9:.]+-(?!00:00))(19[7-9][0-9]|[2-9][0-9]{3})-")]
     created_at: Option<String>,
 }
 

@@ -276,14 +276,13 @@ fn metadata_text(v: &Value) -> std::result::Result<String, String> {
     }
 }
 
-/// The year as written (the document's pattern), not in UTC: an offset may move it.
+/// Bounded in UTC ([`super::CREATED_AT_US`]), not by the year as written: an offset may move it.
 fn created_at_of(s: &str) -> std::result::Result<i64, String> {
-    crate::time::parse_rfc3339(s)
-        .filter(|_| s.get(..4).and_then(|y| y.parse().ok()).is_some_and(|y: u32| y >= 1970))
-        .map(|t| t.timestamp_micros())
-        .ok_or_else(|| {
-            "must be an RFC 3339 timestamp from year 1970 on, e.g. 2026-11-24T10:00:00Z".to_string()
-        })
+    crate::time::parse_rfc3339_us(s).filter(|us| super::CREATED_AT_US.contains(us)).ok_or_else(|| {
+        "must be an RFC 3339 timestamp from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z \
+         in UTC, e.g. 2026-11-24T10:00:00Z"
+            .to_string()
+    })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -339,6 +338,7 @@ mod tests {
             r#"{"user_id": 7, "event_type": "click", "page_url": "/a", "metadata": {"duration_ms": -1}}"#,
             r#"{"user_id": 7, "event_type": "click", "page_url": "/a", "metadata": {"k": "\u0000"}}"#,
             r#"{"user_id": 7, "event_type": "click", "page_url": "/a", "created_at": "1969-12-31T00:00:00Z"}"#,
+            r#"{"user_id": 7, "event_type": "click", "page_url": "/a", "created_at": "9999-12-31T12:00:00-12:00"}"#,
             // A repeated field: the full path keeps the last one, as PostgreSQL's jsonb does.
             r#"{"user_id": 7, "user_id": 8, "event_type": "click", "page_url": "/a"}"#,
             r#"7"#,

@@ -114,3 +114,29 @@ fn a_duration_out_of_range_is_400_naming_it() {
         assert!(one(&ev(good)).is_ok(), "{good}");
     }
 }
+
+/// Issue 29, item 1: `created_at` is bounded in UTC, so an offset cannot carry an event into year
+/// 10000 (whose `dt=+10000-01-01` folder broke every later snapshot) or before 1970.
+#[test]
+fn created_at_is_bounded_in_utc_whatever_its_offset() {
+    let ev = |t: &str| {
+        format!(r#"{{"user_id":9,"event_type":"click","page_url":"/x","created_at":"{t}"}}"#)
+    };
+    for bad in [
+        "9999-12-31T12:00:00-12:00",
+        "9999-12-31T23:59:59.999999-00:01",
+        "1970-01-01T00:30:00+01:00",
+        "1969-12-31T23:59:59.999999Z",
+    ] {
+        let p = problems(one(&ev(bad)).unwrap_err());
+        assert!(p.len() == 1 && p[0].starts_with("created_at: must be"), "{bad}: {p:?}");
+    }
+    for (good, us) in [
+        ("1970-01-01T00:00:00Z", 0),
+        ("1970-01-01T00:30:00-01:00", 5_400_000_000),
+        ("9999-12-31T23:59:59.999999Z", *CREATED_AT_US.end()),
+        ("9999-12-31T12:00:00+12:00", 253_402_257_600_000_000),
+    ] {
+        assert_eq!(one(&ev(good)).unwrap()[0].created_at_us, us, "{good}");
+    }
+}

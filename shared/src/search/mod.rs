@@ -53,6 +53,14 @@ impl crate::artifact::Meta for IndexMeta {
     fn unpacked_bytes(&self) -> u64 {
         self.index_bytes
     }
+
+    /// A reader opens the version's one bundle.
+    fn check_files(&self, files: &[crate::artifact::FileEntry]) -> std::result::Result<(), String> {
+        match files.iter().any(|f| f.name == BUNDLE) {
+            true => Ok(()),
+            false => Err(format!("it has no {BUNDLE}")),
+        }
+    }
 }
 
 /// The dependency named in 503s about a bundle that cannot be unpacked or opened.

@@ -1,4 +1,6 @@
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -8,14 +10,14 @@ use duckdb::Connection;
 use super::load::sql_string;
 use super::{
     duck_err, Column, DuckSettings, ExportReport, SnapshotMeta, SnapshotSettings, Window,
-    WindowMeta, BATCHES_IN_FLIGHT, FETCH_ROWS, NAME, ROWS_PER_PART, SCHEMA,
+    WindowMeta, BATCHES_IN_FLIGHT, DAY_FILES_PER_PART, FETCH_ROWS, NAME, ROWS_PER_PART, SCHEMA,
 };
 use crate::analytics::pg_window;
 use crate::error::{Error, Result};
 use crate::time::{ms, rfc3339, DAY_US};
 
-/// Flattens the metadata fields the queries use. `duration_ms` is the generated column that
-/// `analytics::postgres` averages (migration 0003), so both sources average the same values;
+/// Flattens the metadata fields the queries use. `duration_ms` is the stored column that
+/// `analytics::postgres` averages (migrations 3 and 4), so both sources average the same values;
 /// `amount_cents` is set only where it is a whole number that fits. The raw JSON stays in `metadata`.
 const EXPORT_SQL: &str = concat!(
     "SELECT id, user_id, event_type, page_url, created_at, \
@@ -49,10 +51,10 @@ pub async fn export(
     let lease =
         crate::artifact::Lease::acquire(storage, &settings.prefix, "snapshot export", ttl).await?;
     let version = crate::artifact::new_version();
-    let dir = settings.tmp_dir.join(format!("quiver-export-{version}"));
+    let scratch = Scratch::new(settings.tmp_dir.join(format!("quiver-export-{version}")));
     let result = match tokio::time::timeout(
         settings.export_timeout,
-        export_into(pg, storage, settings, window, &version, &dir),
+        export_into(pg, storage, settings, window, &version, &scratch),
     )
     .await
     {
@@ -62,7 +64,7 @@ pub async fn export(
             format!("the export timed out after {} s", settings.export_timeout.as_secs()),
         )),
     };
-    let _ = tokio::fs::remove_dir_all(&dir).await;
+    drop(scratch);
     lease.release().await;
     let mut report = result?;
     report.total_ms = ms(started.elapsed());
@@ -76,11 +78,13 @@ async fn export_into(
     settings: &SnapshotSettings,
     window: &Window,
     version: &str,
-    dir: &Path,
+    scratch: &Scratch,
 ) -> Result<ExportReport> {
+    let dir = scratch.dir.as_path();
     use tokio_postgres::IsolationLevel;
     let started = Instant::now();
-    let mut c = pg.client().await?;
+    // `duration_ms` is read from its column, which migration 4 has filled for every row.
+    let mut c = pg.client_at(crate::migrate::DURATION_MS).await?;
     // Every statement of the export runs under the export's own limit, not the API's
     // per-statement one (`QUIVER_PG_TIMEOUT_MS`): on a large table the count alone takes longer.
     let xp = pg.bounded(settings.export_timeout);
@@ -99,8 +103,12 @@ async fn export_into(
         tx.batch_execute(&format!("SET LOCAL statement_timeout = {limit_ms}")),
     )
     .await?;
-    let stats =
-        xp.timed("export count", tx.query_one(STATS_SQL, &[&window.from, &window.to])).await?;
+    // Only events within the API's range are exported ([`crate::events::CREATED_AT_US`]): one
+    // stored before the range was enforced would name a day folder no reader accepts.
+    let (first, end) = crate::events::created_at_bounds();
+    let from = Some(window.from.map_or(first, |f| f.max(first)));
+    let to = Some(window.to.map_or(end, |t| t.min(end)));
+    let stats = xp.timed("export count", tx.query_one(STATS_SQL, &[&from, &to])).await?;
     let (count, min, max): (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
         (stats.get(0), stats.get(1), stats.get(2));
     let partitioned = match (min, max) {
@@ -116,13 +124,19 @@ async fn export_into(
     let (tx_rows, rx_rows) =
         tokio::sync::mpsc::channel::<Vec<tokio_postgres::Row>>(BATCHES_IN_FLIGHT);
     let writer = {
-        let (duck, dir) = (settings.duck.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || PartWriter::run(&duck, &dir, partitioned, rx_rows))
+        let (duck, dir, stop) = (settings.duck.clone(), dir.to_path_buf(), scratch.stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let written = PartWriter::run(&duck, &dir, partitioned, &stop, rx_rows);
+            if stop.load(Ordering::SeqCst) {
+                // Abandoned while this thread ran on: what it wrote since goes too.
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            written
+        })
     };
     let fetched: Result<()> = async {
         let stmt = xp.timed("prepare export", tx.prepare(EXPORT_SQL)).await?;
-        let portal =
-            xp.timed("open export cursor", tx.bind(&stmt, &[&window.from, &window.to])).await?;
+        let portal = xp.timed("open export cursor", tx.bind(&stmt, &[&from, &to])).await?;
         loop {
             let rows = xp.timed("fetch export rows", tx.query_portal(&portal, FETCH_ROWS)).await?;
             if rows.is_empty() {
@@ -189,12 +203,38 @@ async fn export_into(
     })
 }
 
+/// The export's local folder. It goes when the export ends, however it ends (an error, its
+/// timeout, a dropped request), and the Parquet writer, which runs on a thread of its own, stops
+/// at its next step and removes whatever it wrote since.
+struct Scratch {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Scratch {
+    fn new(dir: PathBuf) -> Self {
+        Scratch { dir, stop: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "removing an export's folder failed");
+            }
+        }
+    }
+}
+
 /// Turns the stream of fetched rows into Parquet parts, on a blocking thread. Rows arrive ordered
 /// by `created_at`, so a part is cut at a day boundary once it holds `ROWS_PER_PART` rows, or at
 /// twice that inside one very busy day.
 struct PartWriter<'a> {
     conn: Connection,
     dir: &'a Path,
+    stop: &'a AtomicBool,
     partitioned: bool,
     in_chunk: usize,
     last_day: Option<i64>,
@@ -212,6 +252,7 @@ impl<'a> PartWriter<'a> {
         duck: &DuckSettings,
         dir: &'a Path,
         partitioned: bool,
+        stop: &'a AtomicBool,
         mut rx: tokio::sync::mpsc::Receiver<Vec<tokio_postgres::Row>>,
     ) -> Result<(Vec<(String, PathBuf)>, u64)> {
         let conn = duck.open()?;
@@ -219,6 +260,7 @@ impl<'a> PartWriter<'a> {
         let mut w = PartWriter {
             conn,
             dir,
+            stop,
             partitioned,
             in_chunk: 0,
             last_day: None,
@@ -301,38 +343,51 @@ impl<'a> PartWriter<'a> {
     fn flush(&mut self) -> Result<()> {
         let cols = SCHEMA.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         let opts = format!("(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROWS_PER_PART})");
-        let seq = self.seq;
-        self.seq += 1;
-        if self.partitioned {
-            let days: Vec<i64> = {
+        let groups = match self.partitioned {
+            true => {
                 let mut st = self
                     .conn
-                    .prepare("SELECT DISTINCT day FROM chunk ORDER BY day")
+                    .prepare("SELECT day, count(*) FROM chunk GROUP BY day ORDER BY day")
                     .map_err(duck_err("export days"))?;
-                let rows =
-                    st.query_map([], |r| r.get::<_, i64>(0)).map_err(duck_err("export days"))?;
-                rows.collect::<duckdb::Result<_>>().map_err(duck_err("export days"))?
-            };
-            for day in days {
-                let date = DateTime::from_timestamp_micros(day * DAY_US)
-                    .ok_or_else(|| Error::Internal(format!("day {day} is out of range")))?
-                    .format("%Y-%m-%d");
-                let name = format!("dt={date}/part-{seq:05}.parquet");
-                let path = self.dir.join(&name);
-                std::fs::create_dir_all(path.parent().expect("a partition directory"))
-                    .map_err(|e| Error::Internal(format!("create {}: {e}", path.display())))?;
-                // `day` is our own integer and the path our own; COPY TO takes no bound parameters.
-                let sql = format!(
-                    "COPY (SELECT {cols} FROM chunk WHERE day = {day}) TO {} {opts}",
-                    sql_string(&path)
-                );
-                self.conn.execute_batch(&sql).map_err(duck_err("write a Parquet part"))?;
-                self.files.push((name, path));
+                let rows = st
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as usize)))
+                    .map_err(duck_err("export days"))?;
+                day_groups(
+                    &rows.collect::<duckdb::Result<Vec<_>>>().map_err(duck_err("export days"))?,
+                )
             }
-        } else {
-            let name = format!("part-{seq:05}.parquet");
+            // One file of every row.
+            false => vec![(0, -1)],
+        };
+        let seq = self.seq;
+        self.seq += 1;
+        for (k, (first, last)) in groups.into_iter().enumerate() {
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(Error::Internal("the export was abandoned".into()));
+            }
+            let name = match first == last {
+                true => {
+                    let date = DateTime::from_timestamp_micros(first * DAY_US)
+                        .ok_or_else(|| Error::Internal(format!("day {first} is out of range")))?
+                        .format("%Y-%m-%d");
+                    format!("dt={date}/part-{seq:05}.parquet")
+                }
+                // Days that share a file: named by the part and the group, so never twice.
+                false if self.partitioned => format!("part-{seq:05}{k:03}.parquet"),
+                false => format!("part-{seq:05}.parquet"),
+            };
             let path = self.dir.join(&name);
-            let sql = format!("COPY (SELECT {cols} FROM chunk) TO {} {opts}", sql_string(&path));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Internal(format!("create {}: {e}", dir.display())))?;
+            }
+            // The days are our own integers and the path our own; COPY TO takes no parameters.
+            let rows = match self.partitioned {
+                true => format!("WHERE day BETWEEN {first} AND {last}"),
+                false => String::new(),
+            };
+            let sql =
+                format!("COPY (SELECT {cols} FROM chunk {rows}) TO {} {opts}", sql_string(&path));
             self.conn.execute_batch(&sql).map_err(duck_err("write a Parquet part"))?;
             self.files.push((name, path));
         }
@@ -342,5 +397,59 @@ impl<'a> PartWriter<'a> {
             .map_err(duck_err("reset the export table"))?;
         self.in_chunk = 0;
         Ok(())
+    }
+}
+
+/// The files of one part, as ranges of days `(first, last)` (inclusive) from `(day, rows)` in
+/// day order: a day each when there are at most [`DAY_FILES_PER_PART`]; otherwise a day with at
+/// least its share of the rows keeps a file of its own, and the days between share one until it
+/// holds that share: at most about twice [`DAY_FILES_PER_PART`] files.
+fn day_groups(days: &[(i64, usize)]) -> Vec<(i64, i64)> {
+    if days.len() <= DAY_FILES_PER_PART {
+        return days.iter().map(|&(d, _)| (d, d)).collect();
+    }
+    let total: usize = days.iter().map(|&(_, n)| n).sum();
+    let share = total.div_ceil(DAY_FILES_PER_PART).max(1);
+    let mut groups = Vec::new();
+    let mut open: Option<(i64, i64, usize)> = None;
+    for &(day, rows) in days {
+        if rows >= share {
+            groups.extend(open.take().map(|(a, b, _)| (a, b)));
+            groups.push((day, day));
+            continue;
+        }
+        let (first, _, n) = open.unwrap_or((day, day, 0));
+        open = Some((first, day, n + rows));
+        if n + rows >= share {
+            groups.extend(open.take().map(|(a, b, _)| (a, b)));
+        }
+    }
+    groups.extend(open.map(|(a, b, _)| (a, b)));
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 29, item 4: the number of files follows the rows, whatever the dates.
+    #[test]
+    fn sparse_days_share_files_and_busy_days_keep_their_own() {
+        let few: Vec<_> = (0..DAY_FILES_PER_PART as i64).map(|d| (d, 1)).collect();
+        assert_eq!(day_groups(&few).len(), DAY_FILES_PER_PART, "a file per day");
+        let sparse: Vec<_> = (0..10_000).map(|d| (d * 3, 1)).collect();
+        let groups = day_groups(&sparse);
+        assert!(groups.len() <= 2 * DAY_FILES_PER_PART + 1, "{} files", groups.len());
+        // Every day is in exactly one group, in order.
+        let covered: usize = groups
+            .iter()
+            .map(|&(a, b)| sparse.iter().filter(|&&(d, _)| (a..=b).contains(&d)).count())
+            .sum();
+        assert_eq!(covered, sparse.len());
+        assert!(groups.windows(2).all(|w| w[0].1 < w[1].0));
+        let mut mixed = sparse.clone();
+        mixed[5_000].1 = 100_000;
+        let busy = mixed[5_000].0;
+        assert!(day_groups(&mixed).contains(&(busy, busy)), "a busy day keeps its own file");
     }
 }

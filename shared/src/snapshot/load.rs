@@ -33,6 +33,9 @@ pub(super) fn valid_part_name(name: &str) -> bool {
     dt_ok && file_ok
 }
 
+/// The least memory a load beside the serving version is started with.
+const MIN_BESIDE_MB: u64 = 16;
+
 /// A DuckDB database, with a pool of connections to it (a DuckDB connection serves one query at a
 /// time; the database is shared). An instance opens one for its first snapshot and one more for
 /// each switch (`Duck::load_beside`), which is closed when its table goes; the first stays open.
@@ -210,10 +213,21 @@ impl Duck {
                 )
             })
             .map_err(duck_err("reading DuckDB's memory use"))?;
-        let aside = DuckSettings {
-            memory_limit_mb: settings.memory_limit_mb.saturating_sub(used as u64 >> 20).max(64),
-            ..settings.clone()
-        };
+        // Both databases stay within the instance's limit together: a version that does not fit
+        // beside the serving one is refused (the instance reports it stale and does not download
+        // it again until the manifest changes), never loaded past the limit.
+        let left = settings.memory_limit_mb.saturating_sub(used as u64 >> 20);
+        if left < MIN_BESIDE_MB {
+            return Err(Error::unavailable(
+                NAME,
+                format!(
+                    "version {version} could not be loaded beside the serving one: out of memory \
+                     ({left} MB of {} MB left)",
+                    settings.memory_limit_mb
+                ),
+            ));
+        }
+        let aside = DuckSettings { memory_limit_mb: left, ..settings.clone() };
         let table = Duck::open(&aside)?.load(version, names, dir, expected_rows)?;
         let limit = format!("SET memory_limit = '{}MB'", settings.memory_limit_mb);
         table.duck.with_conn(|c| c.execute_batch(&limit)).map_err(duck_err("sizing DuckDB"))?;
@@ -231,11 +245,12 @@ pub struct Table {
 }
 
 impl Drop for Table {
-    /// The table goes on the background thread, so that the request that held the last reference
-    /// does not wait for its memory to be freed.
+    /// The table goes on a thread of its own, so that the request that held the last reference
+    /// does not wait for its memory to be freed, and at normal priority, so that it does go
+    /// under load (before the next switch needs the room).
     fn drop(&mut self) {
         let (duck, name) = (self.duck.clone(), self.name.clone());
-        crate::background::run(move || {
+        crate::background::free(move || {
             let sql = format!("DROP TABLE IF EXISTS {name}");
             if let Err(e) = duck.with_conn(|c| c.execute_batch(&sql)) {
                 tracing::warn!(table = %name, error = %e, "dropping an old snapshot table failed");
@@ -245,11 +260,11 @@ impl Drop for Table {
 }
 
 impl Drop for Duck {
-    /// A database that served an old version is closed on the background thread too.
+    /// A database that served an old version is closed the same way.
     fn drop(&mut self) {
         let mut conns = std::mem::take(&mut *self.idle.lock().expect("duck pool"));
         conns.extend(self.root.lock().expect("duck root").take());
-        crate::background::run(move || drop(conns));
+        crate::background::free(move || drop(conns));
     }
 }
 

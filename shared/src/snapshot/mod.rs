@@ -3,9 +3,9 @@
 //! The export streams rows out of PostgreSQL through a cursor (one REPEATABLE READ snapshot, so
 //! the manifest's row count is exactly what was written), appends them to a small DuckDB table,
 //! and writes each chunk of about 128k rows to zstd Parquet, one `dt=YYYY-MM-DD/` directory per
-//! day when the data spans more than one. Memory stays bounded by the chunk size whatever the
-//! table holds. The files are published with `artifact::publish` (manifest last) and old versions
-//! are pruned.
+//! day when the data spans more than one (sparse days share a file: see [`DAY_FILES_PER_PART`]).
+//! Memory stays bounded by the chunk size whatever the table holds. The files are published with
+//! `artifact::publish` (manifest last) and old versions are pruned.
 //!
 //! The reader keeps ONE DuckDB database per instance. At each switch to a new version the Parquet
 //! files are loaded into an in-memory table (faster per query than reading Parquet each time);
@@ -40,6 +40,10 @@ pub const PREFIX: &str = "snapshots/user_events";
 pub const NAME: &str = "snapshot";
 /// Rows per Parquet part and row group: large enough to compress well, small enough to bound memory.
 pub const ROWS_PER_PART: usize = 131_072;
+/// Days of one part that get a `dt=` file each. A part spanning more days (sparse days: 10,000
+/// events on 10,000 days once made 10,000 files and a 56 s export) groups them into at most about
+/// twice this many files, so the number of files grows with the rows, never with the dates.
+pub const DAY_FILES_PER_PART: usize = 64;
 /// Rows fetched from PostgreSQL per cursor round trip.
 const FETCH_ROWS: i32 = 8_192;
 /// Fetched batches in flight between PostgreSQL and the DuckDB writer (back-pressure).
@@ -196,7 +200,18 @@ pub struct SnapshotMeta {
 }
 
 #[cfg(feature = "s3")]
-impl crate::artifact::Meta for SnapshotMeta {}
+impl crate::artifact::Meta for SnapshotMeta {
+    /// The loader opens only `part-N.parquet` files, optionally under `dt=YYYY-MM-DD/`.
+    fn check_files(&self, files: &[crate::artifact::FileEntry]) -> std::result::Result<(), String> {
+        if files.is_empty() {
+            return Err("it lists no files".into());
+        }
+        match files.iter().find(|f| !load::valid_part_name(&f.name)) {
+            Some(f) => Err(format!("{:?} is not a snapshot part", f.name)),
+            None => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct WindowMeta {
