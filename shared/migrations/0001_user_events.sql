@@ -1,5 +1,5 @@
--- Events, as the reference stack stores them. Applied by `quiver-local seed` and by the `events`
--- function at first use; every statement is safe to run twice.
+-- Events, as the reference stack stores them. Applied by the migration step (`quiver::migrate`:
+-- `quiver-local migrate`, or the deploy's); every statement is safe to run twice.
 CREATE TABLE IF NOT EXISTS user_events (
     id          bigserial PRIMARY KEY,
     user_id     int         NOT NULL CHECK (user_id > 0),

@@ -139,7 +139,12 @@ where
                 Invocation::Schedule(event) => {
                     log_cold_start();
                     let kind = event.get("detail-type").and_then(|v| v.as_str()).unwrap_or("").to_string();
-                    match on_schedule(event).await {
+                    let done = if kind == MIGRATE {
+                        migrate(ev.context.deadline).await
+                    } else {
+                        on_schedule(event).await
+                    };
+                    match done {
                         Ok(v) => Ok(Reply::Schedule(v)),
                         Err(e) => {
                             tracing::error!(detail_type = %kind, error = %e, "scheduled invocation failed");
@@ -151,4 +156,37 @@ where
         }
     }))
     .await
+}
+
+/// The `detail-type` of the deploy's migration step: a one-off invocation (README, "Migrations")
+/// of a function started with [`run_http_or_schedule`] that links PostgreSQL (`snapshot`).
+pub const MIGRATE: &str = "quiver.migrate";
+
+/// Runs the migration step with its own limits, stopping a minute before the invocation's
+/// `deadline_ms` (what is left is reported, and the next invocation finishes it).
+#[cfg(feature = "pg")]
+async fn migrate(deadline_ms: u64) -> crate::Result<serde_json::Value> {
+    use crate::error::ResultExt;
+    let cfg = config().await?;
+    let pg = crate::pg::Pg::new(&cfg)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    let limits = crate::migrate::Limits {
+        deadline: (deadline_ms > 0)
+            .then(|| Instant::now() + left.saturating_sub(std::time::Duration::from_secs(60))),
+        ..Default::default()
+    };
+    let report = crate::migrate::run_with(&pg, &limits).await?;
+    tracing::info!(from = report.from, to = report.to, done = report.done, "migration step");
+    serde_json::to_value(report).internal("migration report")
+}
+
+#[cfg(not(feature = "pg"))]
+async fn migrate(_deadline_ms: u64) -> crate::Result<serde_json::Value> {
+    Err(crate::Error::Internal(format!(
+        "this function does not link PostgreSQL; send {MIGRATE} to snapshot"
+    )))
 }

@@ -80,8 +80,8 @@ pub struct Pg {
     pool: Pool,
     timeout: Duration,
     faults: Arc<Faults>,
-    /// Set once the schema is known to be current on this instance (see [`Pg::client`]).
-    schema: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// The schema version this instance has seen (see [`Pg::client`]); shared by clones.
+    schema: Arc<crate::migrate::check::Seen>,
 }
 
 impl Pg {
@@ -162,22 +162,34 @@ impl Pg {
         Timer { timeout, faults: Some(self.faults.clone()) }
     }
 
-    /// A connection from the pool; a down or saturated database is a 503 naming PostgreSQL.
+    /// A connection from the pool; a down or saturated database is a 503 naming PostgreSQL, and
+    /// one whose schema is behind [`crate::migrate::BASE`] a 503 `schema`.
     ///
-    /// The first one on an instance also applies pending migrations: whichever function touches a
-    /// new database first (a scheduled export an hour after deploy, a health probe) finds its
-    /// tables there. A failure is retried by the next call.
+    /// It never migrates: schema changes are the migration step's, with limits of their own
+    /// ([`crate::migrate`]), not a request's under the API's timeout.
     pub async fn client(&self) -> Result<Client> {
-        let mut c = self.connection().await?;
-        if !self.schema.initialized() {
-            self.schema.get_or_try_init(|| crate::migrate::apply(self, &mut c)).await?;
-        }
+        self.client_at(crate::migrate::BASE).await
+    }
+
+    /// [`Pg::client`] for a query that needs the schema at `version` or later, such as
+    /// [`crate::migrate::DURATION_MS`]. The version is read once per instance (again while behind,
+    /// at most every [`crate::migrate::check::RECHECK`]), not per request.
+    pub async fn client_at(&self, version: i32) -> Result<Client> {
+        let c = self.connection().await?;
+        self.schema.require(self, &c, version).await?;
         Ok(c)
     }
 
-    /// A connection from the pool, without the schema check (what the migrations themselves use).
-    pub(crate) async fn connection(&self) -> Result<Client> {
+    /// A connection from the pool without the schema check: for the migration step, and tools
+    /// that look at a database before it has a schema.
+    pub async fn connection(&self) -> Result<Client> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A connection of its own, outside the pool and closed when dropped, so that session state
+    /// (the migration step's advisory lock and limits) ends with it.
+    pub async fn session(&self) -> Result<deadpool_postgres::ClientWrapper> {
+        Ok(deadpool_postgres::Object::take(self.connection().await?))
     }
 
     /// Runs `fut` under the configured timeout; PostgreSQL errors become problem responses.

@@ -115,6 +115,7 @@ fn keyed<'a>(key: &'a str, body_hash: &'a str, ttl: Duration) -> Idempotency<'a>
 async fn idempotency_keys_expire_after_their_ttl() {
     let (cfg, other, scratch) = scratch().await;
     let pg = Pg::new(&cfg).unwrap();
+    quiver::migrate::run(&pg).await.unwrap();
     let gen = Generator::new(7, Shape::default());
     let batch: Vec<_> = (0..3).map(|i| gen.event(i)).collect();
     let day = Duration::from_secs(86_400);

@@ -8,7 +8,7 @@ fn args(f: &Filters) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<&'
 }
 
 /// The summary's SQL, with the filters as `$1`–`$3` (the bench runs it under `EXPLAIN ANALYZE`).
-/// `duration_ms` is the stored generated column (migration 0003): no jsonb is parsed per row.
+/// `duration_ms` is the stored column (migrations 3 and 4): no jsonb is parsed per row.
 /// One aggregate less: purchases are the total less the four other types. `count(DISTINCT)`
 /// sorts, and at 1M rows spills past the default `work_mem`; a grouped subquery (hashed, and
 /// parallel there) was faster at 1M but twice as slow at 7,206 rows when the table is not
@@ -23,7 +23,7 @@ pub fn summary_sql() -> String {
 }
 
 pub async fn summary(pg: &Pg, f: &Filters) -> Result<Summary> {
-    let c = pg.client().await?;
+    let c = pg.client_at(crate::migrate::DURATION_MS).await?;
     let sql = summary_sql();
     let (from, to, et) = args(f);
     let r = pg.timed("analytics summary", c.query_one(&sql, &[&from, &to, &et])).await?;
