@@ -5,6 +5,7 @@ pub mod build;
 pub mod env;
 pub mod export;
 pub mod index;
+pub mod migrate;
 pub mod rehearse;
 pub mod runtime_api;
 pub mod s3server;

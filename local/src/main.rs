@@ -1,7 +1,7 @@
 //! `quiver-local`: Quiver on a laptop or in CI, with or without Docker.
 
 use clap::{Parser, Subcommand};
-use quiver_local::{bench, env, export, index, rehearse, s3server, seed, serve, services};
+use quiver_local::{bench, env, export, index, migrate, rehearse, s3server, seed, serve, services};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,8 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9010")]
         addr: String,
     },
+    /// Apply pending schema migrations with the step's own limits (the deploy runs the same step).
+    Migrate(migrate::Options),
     /// Load N generated events into PostgreSQL (replacing what is there unless --append).
     Seed {
         #[arg(long, default_value_t = 7206)]
@@ -114,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::S3 { root, addr } => s3server::run(&root, &addr).await,
+        Cmd::Migrate(opts) => migrate::run(opts).await.map(|_| ()),
         Cmd::Seed { events, seed, append } => seed::run(events, seed, append).await.map(|_| ()),
         Cmd::Snapshot { prefix, from, to, keep } => {
             export::run(prefix.as_deref(), from.as_deref(), to.as_deref(), keep).await.map(|_| ())

@@ -12,6 +12,9 @@ pub enum Step {
     Http(Request),
     /// The EventBridge rule of a scheduled function fires.
     Schedule(&'static str),
+    /// The deploy's migration step: a one-off invocation of `snapshot` with [`migrate_event`]
+    /// (README, "Migrations"); without `snapshot` in the run, the same step runs in process.
+    Migrate,
 }
 
 /// A request with valid input.
@@ -47,6 +50,8 @@ pub fn script(pass: &str) -> Vec<Step> {
     let ndjson = "{\"user_id\":43,\"event_type\":\"page_view\",\"page_url\":\"/docs\"}\n{\"user_id\":43,\"event_type\":\"click\",\"page_url\":\"/docs\"}\n";
     let batch = r#"{"batch_id":"rehearsal","data":[{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"ALPHA","value":12.5,"tags":["web","prod"]},{"id":2,"timestamp":1790856000,"category":"BRAVO","value":250,"tags":["api"]}]}"#;
     vec![
+        // The deploy runs the migration step before any traffic is expected.
+        Step::Migrate,
         http("GET /health", "/health"),
         http("GET /", "/"),
         http("GET /openapi.json", "/openapi.json"),
@@ -213,6 +218,11 @@ fn path_parameters(route: &str, path: &str) -> serde_json::Map<String, Value> {
 }
 
 /// The event an EventBridge schedule rule sends.
+/// The one-off event of the deploy's migration step, exactly as the stack's MigrateCommand sends it.
+pub fn migrate_event() -> Value {
+    json!({"detail-type": "quiver.migrate"})
+}
+
 pub fn scheduled_event(function: &str, n: u64) -> Value {
     json!({
         "version": "0",

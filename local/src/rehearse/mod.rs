@@ -141,7 +141,14 @@ pub async fn run(opts: Options) -> Result<()> {
                 Step::Schedule(function) => {
                     (function.to_string(), vec![], "EventBridge Scheduled Event".to_string())
                 }
+                Step::Migrate => ("snapshot".to_string(), vec![], "migration step".to_string()),
             };
+            if matches!(step, Step::Migrate) && !instances.contains_key(&function) {
+                if let Err(e) = stack.migrate().await {
+                    failures.push(format!("[{pass}] migration step (in process): {e:#}"));
+                }
+                continue;
+            }
             if !chosen.contains(&function) {
                 continue;
             }
@@ -158,6 +165,7 @@ pub async fn run(opts: Options) -> Result<()> {
                     n += 1;
                     vec![(label, events::scheduled_event(f, n))]
                 }
+                Step::Migrate => vec![(label, events::migrate_event())],
             };
             for (what, event) in calls {
                 let http = matches!(step, Step::Http(_));

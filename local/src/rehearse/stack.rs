@@ -40,7 +40,7 @@ impl Stack {
         let admin =
             quiver::pg::Pg::connect_lazy(&pg.url("sslmode=require"), 1, Duration::from_secs(10))?;
         admin
-            .client()
+            .connection()
             .await?
             .batch_execute("CREATE DATABASE quiver")
             .await
@@ -91,6 +91,15 @@ impl Stack {
             s3_server,
             moto,
         })
+    }
+
+    /// The migration step in process, on the stack's database (for a run without `snapshot`,
+    /// which otherwise runs it as the deploy does).
+    pub async fn migrate(&self) -> Result<()> {
+        let url = self._pg.url("sslmode=require").replace("/postgres?", "/quiver?");
+        let pg = quiver::pg::Pg::connect_lazy(&url, 1, Duration::from_secs(10))?;
+        quiver::migrate::run(&pg).await?;
+        Ok(())
     }
 
     /// Creates an empty bucket for one pass: each pass deploys into a stack with no snapshot and no
