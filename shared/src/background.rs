@@ -42,6 +42,7 @@ pub fn is_current() -> bool {
 fn handle() -> &'static tokio::runtime::Handle {
     static BACKGROUND: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     BACKGROUND.get_or_init(|| {
+        start_freer();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("quiver-switch".into())
@@ -84,13 +85,41 @@ pub fn run(f: impl FnOnce() + Send + 'static) {
     drop(handle().spawn_blocking(f));
 }
 
-/// Runs the blocking `f` on a thread of its own at normal priority: freeing what holds memory (an
-/// old version's table and database), which must come back even when requests leave the
-/// background thread no CPU; the request that drops the last reference still does not wait.
+/// Runs the blocking `f` at normal priority, on a thread started beside the background one (from
+/// the thread that first needed it, not from the background thread, whose priority a thread it
+/// started would inherit): freeing what holds memory (an old version's table and database),
+/// which must come back even when requests leave the background thread no CPU. The request that
+/// drops the last reference still does not wait.
 pub fn free(f: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new().name("quiver-free".into()).spawn(f);
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread to free an old version on; it stays in memory");
+    let _ = handle();
+    match FREER.get() {
+        Some(freer) => {
+            if let Err(job) = freer.send(Box::new(f)) {
+                (job.0)();
+            }
+        }
+        // No thread could be started: the caller frees it.
+        None => f(),
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static FREER: OnceLock<std::sync::mpsc::Sender<Job>> = OnceLock::new();
+
+/// Starts the freeing thread, at the caller's (normal) priority.
+fn start_freer() {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let started = std::thread::Builder::new().name("quiver-free".into()).spawn(move || {
+        for job in rx {
+            job();
+        }
+    });
+    match started {
+        Ok(_) => {
+            let _ = FREER.set(tx);
+        }
+        Err(e) => tracing::warn!(error = %e, "no thread to free old versions on; callers free them"),
     }
 }
 

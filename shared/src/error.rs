@@ -96,7 +96,8 @@ impl Error {
     /// For a 503, the short, fixed reason a client sees: `timeout`, `refused`, `corrupt` (a
     /// dependency served something broken: a bad manifest, checksum or bundle), `unpublished` (no
     /// snapshot or index has been published yet), `schema` (the database schema is behind the
-    /// code: the migration step has not run; see [`crate::migrate`]) or `unavailable`.
+    /// code: the migration step has not run; see [`crate::migrate`]), `memory` (a version does
+    /// not fit in what the instance has left) or `unavailable`.
     /// The full reason, with host names and driver messages, goes to the log only.
     pub fn outage(&self) -> Option<&'static str> {
         let Error::Unavailable { reason, .. } = self else { return None };
@@ -106,6 +107,8 @@ impl Error {
             "schema"
         } else if any(&["nothing has been published"]) {
             "unpublished"
+        } else if any(&["out of memory"]) {
+            "memory"
         } else if any(&["timed out", "timeout", "no answer within"]) {
             "timeout"
         } else if any(&["refused"]) {
@@ -209,7 +212,7 @@ pub struct Problem {
     #[schema(value_type = Option<String>)]
     pub dependency: Option<&'static str>,
     /// Why, in one fixed word (503 only): `timeout`, `refused`, `corrupt`, `unpublished`,
-    /// `schema` (the migration step has not run) or `unavailable`. The
+    /// `schema` (the migration step has not run), `memory` or `unavailable`. The
     /// details are in the log line with this response's `x-request-id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
@@ -294,6 +297,7 @@ mod tests {
             ("bundle /tmp/quiver/idx.tar.zst is unusable: bad header", "corrupt"),
             ("db.internal.example:5432: the database system is shutting down", "unavailable"),
             ("nothing has been published yet: snapshots/m.json does not exist", "unpublished"),
+            ("version v2 could not be loaded: Out of Memory Error: failed to allocate", "memory"),
             ("the database schema is behind this code (version 2, needs 4); run `quiver-local migrate`, a timeout-free step", "schema"),
         ] {
             let (status, _, body) = render(Error::unavailable("postgres", message)).await;

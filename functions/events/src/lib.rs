@@ -68,8 +68,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
 #[utoipa::path(post, path = "/events", tag = "events", operation_id = "write_events",
     params(("Idempotency-Key" = Option<String>, Header,
         pattern = "^[!-~]{1,255}$",
-        description = "1 to 255 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409. A key belongs to its caller (the IAM principal that signed the request; unsigned requests share one scope) and is free again `QUIVER_IDEMPOTENCY_TTL_H` hours (default 24) after its first use.")),
-    request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB. Through Lambda the whole event must fit its 6,291,456-byte payload limit, which is hit first: about 5.2 MB of JSON events (their quotes are escaped in the event) and 4.7 MB of NDJSON (base64-encoded); a larger body is refused by Lambda with its own 413.",
+        description = "1 to 255 visible ASCII characters. A retry with the same key and body replays the first answer and writes nothing; another body is 409. A key belongs to its caller (the IAM principal that signed the request, an assumed role whatever its session name; unsigned requests share one scope) and is free again `QUIVER_IDEMPOTENCY_TTL_H` hours (default 24) after its first use.")),
+    request_body(description = "One event, an array of up to 10,000, or NDJSON (one event per line); at most 6 MB. Through Lambda the whole event must fit its 6,291,456-byte payload limit, which is hit first: about 5.5 MB of JSON events (their quotes are escaped in the event) and 4.7 MB of NDJSON (base64-encoded); a larger body is refused by Lambda with its own 413.",
         content((EventsBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 201, description = "Every event written (or an idempotent replay, with `idempotent-replayed: true`).", body = Inserted),

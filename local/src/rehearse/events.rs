@@ -278,3 +278,78 @@ mod tests {
         assert_eq!(http_event(&json, Door::FunctionUrl, 1)["body"], "{}");
     }
 }
+
+/// Issue 29, item 11: the largest body each route takes through Lambda, whose synchronous
+/// payload limit (6,291,456 bytes) counts the whole event: the body as it arrives (JSON text
+/// escaped inside the event's `body` string, anything else base64), plus the envelope.
+#[cfg(test)]
+mod payload_limits {
+    use super::{http_event, Door, Request};
+
+    /// Lambda's limit on a synchronous invocation's request payload.
+    const LAMBDA_PAYLOAD_BYTES: usize = 6_291_456;
+
+    /// The largest body of whole `item`s (joined by `sep`, inside `open`…`close`) whose event,
+    /// through either door, fits the limit.
+    fn largest(
+        route: &'static str,
+        ct: &str,
+        open: &str,
+        item: &str,
+        sep: &str,
+        close: &str,
+    ) -> usize {
+        let body = |n: usize| format!("{open}{}{close}", vec![item; n].join(sep));
+        let fits = |n: usize| {
+            let req = Request {
+                route,
+                target: route.split_once(' ').unwrap().1.to_string(),
+                headers: vec![
+                    ("content-type", ct.to_string()),
+                    ("idempotency-key", "k".repeat(64)),
+                ],
+                body: Some(body(n)),
+            };
+            [Door::Api, Door::FunctionUrl].iter().all(|&door| {
+                serde_json::to_vec(&http_event(&req, door, 1)).unwrap().len()
+                    <= LAMBDA_PAYLOAD_BYTES
+            })
+        };
+        let (mut lo, mut hi) = (1, LAMBDA_PAYLOAD_BYTES / item.len() + 1);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid
+            } else {
+                hi = mid
+            }
+        }
+        body(lo).len()
+    }
+
+    /// The figures the README and the OpenAPI document quote ("Request bodies through Lambda").
+    #[test]
+    fn each_body_route_takes_what_the_documents_say() {
+        let event = r#"{"user_id":42,"event_type":"page_view","page_url":"/pricing","metadata":{"duration_ms":1200,"browser":"firefox"},"created_at":"2026-11-24T10:00:00Z"}"#;
+        let json = largest("POST /events", "application/json", "[", event, ",", "]");
+        let ndjson = largest("POST /events", "application/x-ndjson", "", event, "\n", "\n");
+        let point = r#"{"id":1,"timestamp":"2026-10-01T12:00:00Z","category":"ALPHA","value":12.5,"tags":["web","prod"]}"#;
+        let process = largest(
+            "POST /process",
+            "application/json",
+            r#"{"batch_id":"b","data":["#,
+            point,
+            ",",
+            "]}",
+        );
+        let doc = r#"{"id":1,"title":"Query planning in DuckDB","body":"A cost-based optimizer picks the join order from the statistics it keeps per column.","tags":["databases"],"created_at":"2026-10-01"}"#;
+        let index = largest("POST /index", "application/x-ndjson", "", doc, "\n", "\n");
+        eprintln!("largest bodies through Lambda: POST /events JSON {json}, NDJSON {ndjson}; POST /process {process}; POST /index NDJSON {index}");
+        // JSON arrives as text, its quotes escaped in the event: about 5.5 MB of events.
+        assert!((5_300_000..5_600_000).contains(&json), "{json}");
+        // NDJSON arrives base64-encoded: three quarters of the limit, about 4.7 MB.
+        assert!((4_700_000..4_720_000).contains(&ndjson), "{ndjson}");
+        assert!((4_700_000..4_720_000).contains(&index), "{index}");
+        assert!((5_000_000..5_600_000).contains(&process), "{process}");
+    }
+}
