@@ -5,7 +5,10 @@
 //! CloudFormation's short tags (`!Ref`, `!Sub`, `!GetAtt`, `!If`) are kept as tagged values.
 //! [`Deployment`] resolves them for one choice of parameters, with the stack's resources mapped to
 //! local stand-ins; a reference it cannot resolve is an error that names it, so the template and
-//! the rehearsal cannot drift apart quietly.
+//! the rehearsal cannot drift apart quietly. [`Deployment::policy`] turns a function's `Policies`
+//! into the IAM policy its role gets.
+
+mod policy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,9 +30,13 @@ pub struct Function<'a> {
 impl Template {
     /// Reads `infra/template.yaml` under `root`.
     pub fn load(root: &Path) -> Result<Self> {
-        let path = root.join("infra/template.yaml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        Self::load_file(&root.join("infra/template.yaml"))
+    }
+
+    /// Reads a template from `path`: a changed copy of `infra/template.yaml`, for example.
+    pub fn load_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Ok(Template {
             doc: serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not YAML", path.display()))?,

@@ -8,18 +8,23 @@
 //!   AWS SDK at local stand-ins (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`), plus
 //!   `QUIVER_VALKEY_CA_FILE`, since the local Valkey's certificate is not from a public CA as
 //!   ElastiCache's is. Nothing else from `local/.env.local` is passed.
-//! - **Services** ([`stack`]): TLS-only PostgreSQL and Valkey, a new S3 bucket per pass, and
-//!   moto's Secrets Manager. Pass `rds-json` deploys with `CreateDatabase=true` (the RDS JSON
-//!   secret), pass `url` with `CreateDatabase=false` and a URL secret.
+//! - **Services** ([`stack`]): TLS-only PostgreSQL and Valkey, and moto's server for S3 (a new
+//!   bucket per pass) and Secrets Manager. Pass `rds-json` deploys with `CreateDatabase=true` (the
+//!   RDS JSON secret), pass `url` with `CreateDatabase=false` and a URL secret.
+//! - **IAM** ([`iam`]): moto enforces IAM on every request. Each function runs with the temporary
+//!   credentials of a role that holds exactly its `Policies` from the template, so a missing
+//!   action is refused here, and the refusal fails the rehearsal even when the function only logs
+//!   it (a retention delete, say).
 //! - **Runtime.** Each binary runs against its own Runtime API ([`crate::runtime_api`]) and gets
 //!   the events Lambda would send ([`events`]): an HTTP API event and, where the function has a
 //!   URL, a Function URL event for every operation of the OpenAPI document, and the schedule's
 //!   EventBridge event. With `--zips`, the arm64 zips of `make build` run under `qemu-aarch64`.
 //!
-//! A failed init, a crash, a timeout, a reported error or a non-2xx answer fails the rehearsal,
-//! naming the function, the event and the reason.
+//! A failed init, a crash, a timeout, a reported error, a non-2xx answer or a request IAM refused
+//! fails the rehearsal, naming the function, the event or the action, and the reason.
 
 mod events;
+mod iam;
 mod stack;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +57,10 @@ pub struct Options {
     /// Only this pass: `rds-json` (CreateDatabase=true) or `url` (an existing database's URL secret).
     #[arg(long)]
     pub pass: Option<String>,
+    /// Rehearse this template instead of infra/template.yaml: a copy with a policy narrowed, for
+    /// example, to see which function needs what.
+    #[arg(long)]
+    pub template: Option<PathBuf>,
 }
 
 /// The two ways the template can be deployed, by the shape of the database secret.
@@ -59,7 +68,10 @@ const PASSES: [&str; 2] = ["rds-json", "url"];
 
 pub async fn run(opts: Options) -> Result<()> {
     let root = crate::env::repo_root();
-    let template = Template::load(&root)?;
+    let template = match &opts.template {
+        Some(path) => Template::load_file(path)?,
+        None => Template::load(&root)?,
+    };
     let functions = template.functions();
     let chosen: BTreeSet<String> = if opts.only.is_empty() {
         functions.keys().cloned().collect()
@@ -107,12 +119,18 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         };
         let deployment = Deployment::new(&template, &params, &resources)?;
+        let roles = roles(&deployment, &chosen, pass)?;
+        let granted = stack.moto.grant(&roles).await?;
+        let creds: BTreeMap<&String, &iam::Credentials> =
+            chosen.iter().zip(roles.iter().map(|(role, _, _)| &granted[role])).collect();
+        let denials_before = stack.moto.denials(0)?.len();
         eprintln!("rehearse: pass {pass}: starting {} functions", chosen.len());
 
         let mut instances = BTreeMap::new();
         let starts = chosen.iter().map(|name| {
             let f = &functions[name];
-            Instance::start(name, f, &deployment, &stack, &binaries[name], emulate, slowdown, pass)
+            let dir = &binaries[name];
+            Instance::start(name, f, &deployment, &stack, creds[name], dir, emulate, slowdown, pass)
         });
         for (name, started) in chosen.iter().zip(futures::future::join_all(starts).await) {
             match started {
@@ -184,19 +202,70 @@ pub async fn run(opts: Options) -> Result<()> {
             ));
             instance.stop().await;
         }
+        failures.extend(refused(&stack.moto.denials(denials_before)?, &creds, &functions, pass));
     }
     drop(stack);
 
     let ran = if emulate { "arm64 zips under qemu-aarch64" } else { "x86-64 dev binaries" };
-    eprintln!("rehearse: {ran} (environment from infra/template.yaml, secrets from moto, TLS-only PostgreSQL and Valkey)");
+    eprintln!("rehearse: {ran} (environment and IAM policies from infra/template.yaml, S3 and secrets from moto with IAM enforced, TLS-only PostgreSQL and Valkey)");
     for line in &summary {
         eprintln!("{line}");
     }
     if !failures.is_empty() {
         bail!("the rehearsal failed {} time(s):\n\n{}", failures.len(), failures.join("\n\n"));
     }
-    eprintln!("rehearse: every function started and answered every event");
+    eprintln!("rehearse: every function started and answered every event, and IAM refused none of their requests");
     Ok(())
+}
+
+/// `(role, session, policy)` for each function: the role Lambda would assume for it in this pass,
+/// holding the policy its template `Policies` give.
+fn roles(
+    d: &Deployment<'_>,
+    chosen: &BTreeSet<String>,
+    pass: &str,
+) -> Result<Vec<(String, String, Value)>> {
+    let functions = d.template.functions();
+    chosen
+        .iter()
+        .map(|name| {
+            let policy = d.policy(&functions[name]).with_context(|| format!("{name}'s policy"))?;
+            Ok((format!("quiver-{pass}-{name}"), format!("quiver-{name}"), policy))
+        })
+        .collect()
+}
+
+/// One failure per function and action that IAM refused, whatever the function made of it.
+fn refused(
+    denials: &[iam::Denial],
+    creds: &BTreeMap<&String, &iam::Credentials>,
+    functions: &BTreeMap<String, Function<'_>>,
+    pass: &str,
+) -> Vec<String> {
+    let mut by_caller: BTreeMap<(String, &str, &str), (usize, &str)> = BTreeMap::new();
+    for d in denials {
+        let caller = creds
+            .iter()
+            .find(|(_, c)| c.key == d.access_key)
+            .map(|(name, _)| name.to_string())
+            .unwrap_or_else(|| format!("an unknown caller ({})", d.access_key));
+        let key = (caller, d.action.as_str(), d.resource.as_str());
+        by_caller.entry(key).or_insert((0, d.error.as_str())).0 += 1;
+    }
+    by_caller
+        .into_iter()
+        .map(|((caller, action, resource), (times, error))| {
+            let what = format!(
+                "[{pass}] {caller}: IAM refused {action} on {resource} ({times}x, {error})"
+            );
+            match functions.get(&caller) {
+                Some(f) if error.contains("AccessDenied") => {
+                    format!("{what}: the Policies of {} in the template do not grant it", f.id)
+                }
+                _ => format!("{what}: the rehearsal's credentials are at fault, not the template"),
+            }
+        })
+        .collect()
 }
 
 /// Every operation of the OpenAPI document is reachable through an HTTP API route and has a
@@ -280,6 +349,7 @@ impl Instance {
         f: &Function<'_>,
         d: &Deployment<'_>,
         stack: &Stack,
+        creds: &iam::Credentials,
         dir: &Path,
         emulate: bool,
         slowdown: u32,
@@ -292,8 +362,6 @@ impl Instance {
         let logging = |key| d.value(d.template.property(f, &["LoggingConfig", key]));
         let log_format = logging("LogFormat")?.unwrap_or_else(|| "Text".into());
         let log_level = logging("ApplicationLogLevel")?;
-        let (key, secret) =
-            (crate::env::var("AWS_ACCESS_KEY_ID")?, crate::env::var("AWS_SECRET_ACCESS_KEY")?);
         let task_root = dir.to_string_lossy().into_owned();
         // What the Lambda service sets in every provided.al2023 instance (no HOME among them).
         let service: Vec<(&str, String)> = vec![
@@ -307,9 +375,10 @@ impl Instance {
             ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
             ("AWS_REGION", stack::REGION.into()),
             ("AWS_DEFAULT_REGION", stack::REGION.into()),
-            ("AWS_ACCESS_KEY_ID", key),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            ("AWS_SESSION_TOKEN", "IQoJb3JpZ2luX2VjEXAMPLE-rehearsal".into()),
+            // The function's role, assumed as Lambda assumes it: its policy is all it may do.
+            ("AWS_ACCESS_KEY_ID", creds.key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", creds.secret.clone()),
+            ("AWS_SESSION_TOKEN", creds.token.clone().unwrap_or_default()),
             ("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000".into()),
             ("AWS_XRAY_CONTEXT_MISSING", "LOG_ERROR".into()),
             ("_HANDLER", "bootstrap".into()),
@@ -319,9 +388,9 @@ impl Instance {
             ("TZ", ":UTC".into()),
             ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
             ("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:{task_root}:{task_root}/lib:/opt/lib")),
-            // The endpoints of the local stand-ins for S3 and Secrets Manager.
-            ("AWS_ENDPOINT_URL_S3", stack.s3_endpoint.clone()),
-            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", stack.secrets_endpoint.clone()),
+            // The endpoints of the local stand-ins for S3 and Secrets Manager: both moto.
+            ("AWS_ENDPOINT_URL_S3", stack.moto.endpoint.clone()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", stack.moto.endpoint.clone()),
             // ElastiCache's certificate chains to a public root; the local one to a throwaway CA.
             ("QUIVER_VALKEY_CA_FILE", stack.certs.ca.to_string_lossy().into_owned()),
         ];
