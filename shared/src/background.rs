@@ -119,7 +119,9 @@ fn start_freer() {
         Ok(_) => {
             let _ = FREER.set(tx);
         }
-        Err(e) => tracing::warn!(error = %e, "no thread to free old versions on; callers free them"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread to free old versions on; callers free them")
+        }
     }
 }
 
