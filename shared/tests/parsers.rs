@@ -132,14 +132,24 @@ proptest! {
 #[cfg(feature = "pg")]
 mod cursors {
     use proptest::prelude::*;
-    use quiver::events::{Cursor, CursorKey};
+    use quiver::events::{Cursor, CursorKey, CURSOR_CREATED_AT_US};
 
     proptest! {
     #[test]
-    fn cursors_round_trip(created_at_us in -62_167_219_200_000_000i64..253_402_300_800_000_000, id in 1..i64::MAX) {
+    fn cursors_round_trip(created_at_us in CURSOR_CREATED_AT_US, id in 1..i64::MAX) {
         let key = CursorKey::new(b"a key of at least thirty-two bytes");
         let c = Cursor { created_at_us, id };
         prop_assert_eq!(Cursor::decode(&c.encode(&key), &key).unwrap(), c);
+    }
+
+    /// A signed cursor outside the documented `created_at` range is still a 400 naming `cursor`.
+    #[test]
+    fn cursors_outside_the_range_are_a_400(before in i64::MIN..*CURSOR_CREATED_AT_US.start(), after in (*CURSOR_CREATED_AT_US.end() + 1)..i64::MAX, id in 1..i64::MAX) {
+        let key = CursorKey::new(b"a key of at least thirty-two bytes");
+        for created_at_us in [before, after] {
+            let e = Cursor::decode(&Cursor { created_at_us, id }.encode(&key), &key).unwrap_err();
+            prop_assert_eq!(e.problem().param, Some("cursor".to_string()));
+        }
     }
 
     /// A cursor is signed: any token the API did not hand out, including every made-up one of the
