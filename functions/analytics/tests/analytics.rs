@@ -38,9 +38,12 @@ struct Fixture {
 
 impl Fixture {
     async fn new(tag: &str, days: u32, events: u64) -> Self {
+        Self::with_config(tag, days, events, service_config()).await
+    }
+
+    async fn with_config(tag: &str, days: u32, events: u64, cfg: quiver::Config) -> Self {
         let to = unique_midnight();
         let from = to - days as i64 * DAY_US;
-        let cfg = service_config();
         let prefix = format!("test-analytics-{tag}-{}/snapshots/user_events", to / DAY_US);
         let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
         settings.check_every = std::time::Duration::from_secs(3600);
@@ -364,6 +367,72 @@ async fn a_corrupt_file_keeps_the_old_version_serving_or_is_a_503() {
     f.state.expire();
     assert_eq!(f.get("/analytics/summary").await.header("x-data-version"), Some(v1.as_str()));
 }
+
+/// Issue 29, item 5: at the smallest `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` a table over half of
+/// DuckDB's share is published twice. A cold instance loads it; a warm one either switches or,
+/// when the new version does not fit beside the serving one, keeps serving the old one with
+/// `x-data-stale` and `memory` as the reason, and does not download that version again until the
+/// manifest changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_at_a_small_memory_size_succeeds_or_reports_stale() {
+    let cfg = quiver::Config { memory_mb: Some(128), ..service_config() };
+    let f = Fixture::with_config("small-memory", 4, BIG_AT_128_MB, cfg).await;
+    let limit_mb = f.settings.duck.memory_limit_mb;
+    assert_eq!(limit_mb, 76, "DuckDB's share of 128 MB");
+    let v1 = f.get("/analytics/summary").await;
+    assert_eq!(v1.status, 200, "a cold instance loads it: {}", v1.text());
+    let v1 = v1.header("x-data-version").unwrap().to_string();
+
+    let v2 = f.publish().await.version;
+    f.state.expire();
+    let switched = f.state.refresh().await;
+    let r = f.get("/analytics/funnel").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stale =
+        quiver::artifact::stale_artifacts().into_iter().find(|s| s.prefix == f.settings.prefix);
+    match switched {
+        Ok(()) => {
+            assert_eq!(r.header("x-data-version"), Some(v2.as_str()));
+            assert_eq!(r.header("x-data-stale"), None);
+            assert!(stale.is_none(), "{stale:?}");
+        }
+        Err(e) => {
+            assert_eq!(r.header("x-data-version"), Some(v1.as_str()), "the old version serves");
+            assert_eq!(r.header("x-data-stale"), Some("true"));
+            let stale = stale.expect("the instance names the version it could not load");
+            assert_eq!(
+                (stale.reason.as_str(), stale.newest.as_str()),
+                ("memory", v2.as_str()),
+                "{e}"
+            );
+
+            // Not downloaded again while the manifest is unchanged: with its files gone from S3,
+            // another check still reports `memory`, not a failed download.
+            let s = Storage::new(&service_config()).await.unwrap();
+            let (m2, _) =
+                quiver::artifact::fetch_manifest::<SnapshotMeta>(&s, &f.settings.prefix, None)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            for file in &m2.files {
+                s.client.delete_object().bucket(&s.bucket).key(&file.key).send().await.unwrap();
+            }
+            f.state.expire();
+            let _ = f.state.refresh().await;
+            let r = f.get("/analytics/funnel").await;
+            assert_eq!(r.header("x-data-version"), Some(v1.as_str()));
+            let again = quiver::artifact::stale_artifacts()
+                .into_iter()
+                .find(|s| s.prefix == f.settings.prefix)
+                .unwrap();
+            assert_eq!(again.reason, "memory", "{again:?}");
+        }
+    }
+}
+
+/// Events whose table takes over half of DuckDB's 76 MB at `AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128`
+/// and still fits it alone (measured: the serving table uses 43 MB, leaving 33 MB beside it).
+const BIG_AT_128_MB: u64 = 1_600_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_snapshot_yet_is_a_503_naming_s3() {

@@ -217,6 +217,12 @@ impl Duck {
         // beside the serving one is refused (the instance reports it stale and does not download
         // it again until the manifest changes), never loaded past the limit.
         let left = settings.memory_limit_mb.saturating_sub(used as u64 >> 20);
+        tracing::info!(
+            version,
+            serving_mb = used >> 20,
+            left_mb = left,
+            "loading a version beside the serving one"
+        );
         if left < MIN_BESIDE_MB {
             return Err(Error::unavailable(
                 NAME,
