@@ -55,24 +55,28 @@ fi
 over=()
 for name in "${names[@]}"; do
   [ -f "functions/$name/Cargo.toml" ] || { echo "no such function: functions/$name" >&2; exit 1; }
-  compiler=() cross_env=()
+  compiler=() cross_env=() duckdb_dir=""
   if grep -q '"duckdb"' "functions/$name/Cargo.toml"; then
-    # zig compiles DuckDB's C++ but rejects the whole-archive flag DuckDB's static extension
-    # library needs at the link, so DuckDB functions use the GNU cross toolchain instead.
-    if ! command -v aarch64-linux-gnu-g++ >/dev/null; then
-      printf '\033[1m==> apt-get install g++-aarch64-linux-gnu (DuckDB is C++)\033[0m\n' >&2
-      sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++-aarch64-linux-gnu >/dev/null
+    # DuckDB is not compiled: the function links DuckDB's official arm64 libduckdb.so (1.5.6, from
+    # the npm registry, pinned by its hash: local/duckdb.sh) and ships it as lib/libduckdb.so,
+    # where Lambda's LD_LIBRARY_PATH (/var/task/lib) finds it. It needs libstdc++ GLIBCXX_3.4.22
+    # and glibc 2.25 at most; provided.al2023 has GCC 11's libstdc++ and glibc 2.34.
+    duckdb_dir=$(bash local/duckdb.sh arm64)
+    # These functions link with Debian's GNU cross toolchain (the path that has linked DuckDB on
+    # arm64 before); infra/abi/link.sh supplies arc4random, the one glibc 2.36 symbol it can ask.
+    if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+      printf '\033[1m==> apt-get install gcc-aarch64-linux-gnu (to link against libduckdb.so)\033[0m\n' >&2
+      sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu >/dev/null
     fi
-    # infra/abi/link.sh links libstdc++ statically, since provided.al2023 has GCC 11's. It is
-    # copied to a path that is the same for every clone (Cargo rebuilds everything when the
-    # linker's path changes), under a name ending in -gcc: rustc infers from the name that it
-    # takes gcc's options (-Wl,...) rather than ld's.
+    # The linker is copied to a path that is the same for every clone (Cargo rebuilds everything
+    # when the linker's path changes), under a name ending in -gcc: rustc infers from the name
+    # that it takes gcc's options (-Wl,...) rather than ld's.
     linker_dir="${QUIVER_CACHE:-$HOME/.cache/quiver}/abi"
     mkdir -p "$linker_dir"
     cp infra/abi/link.sh "$linker_dir/quiver-aarch64-gcc"
     cp infra/abi/arc4random.c "$linker_dir/"
     cross_env=(CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-      CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+      DUCKDB_LIB_DIR="$duckdb_dir"
       CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="$linker_dir/quiver-aarch64-gcc")
     compiler=(--compiler cargo)
   fi
@@ -82,6 +86,14 @@ for name in "${names[@]}"; do
   out="target/lambda/$name/bootstrap.zip"
   mkdir -p "$(dirname "$out")"
   [ "$built" -ef "$out" ] || cp "$built" "$out"
+  if [ -n "$duckdb_dir" ]; then
+    stage=$(mktemp -d)
+    mkdir -p "$stage/lib"
+    cp "$duckdb_dir/libduckdb.so" "$duckdb_dir/LICENSE" "$stage/lib/"
+    mv "$stage/lib/LICENSE" "$stage/lib/LICENSE.duckdb"
+    (cd "$stage" && zip -q "$OLDPWD/$out" lib/libduckdb.so lib/LICENSE.duckdb)
+    rm -rf "$stage"
+  fi
   # cargo lambda deflates at zlib's default level; 7-Zip's deflate (advzip -3) packs the same
   # standard zip about 3% smaller, which is what keeps the Polars function under its budget.
   advzip -q -z -3 "$out"
@@ -109,9 +121,10 @@ fi
 # The zips `sam deploy` would upload, each seen answering before it leaves the machine: the deploy
 # rehearsal (quiver-local rehearse) runs them as the template deploys them, under qemu-aarch64.
 if [ "${QUIVER_SKIP_REHEARSAL:-0}" != 1 ]; then
-  if ! command -v qemu-aarch64 >/dev/null || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
-    printf '\033[1m==> apt-get install qemu-user libc6-arm64-cross (to run the arm64 zips here)\033[0m\n' >&2
-    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user libc6-arm64-cross libgcc-s1-arm64-cross >/dev/null
+  # libstdc++ for DuckDB's libduckdb.so: Debian's stands in here for the one provided.al2023 has.
+  if ! command -v qemu-aarch64 >/dev/null || [ ! -f /usr/aarch64-linux-gnu/lib/libstdc++.so.6 ]; then
+    printf '\033[1m==> apt-get install qemu-user libc6-arm64-cross libstdc++6-arm64-cross (to run the arm64 zips here)\033[0m\n' >&2
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user libc6-arm64-cross libgcc-s1-arm64-cross libstdc++6-arm64-cross >/dev/null
   fi
   printf '\033[1m==> deploy rehearsal of the arm64 zips under qemu-aarch64\033[0m\n' >&2
   cargo build -q -p quiver-local

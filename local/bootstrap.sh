@@ -67,3 +67,5 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 export PATH="$VENV/bin:$PATH"
+# DuckDB comes prebuilt (local/duckdb.sh): DUCKDB_LIB_DIR for the build, LD_LIBRARY_PATH to run.
+source "$(dirname "${BASH_SOURCE[0]}")/duckdb.sh" || { echo "could not fetch DuckDB's libduckdb.so (local/duckdb.sh)" >&2; exit 1; }

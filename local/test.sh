@@ -16,14 +16,14 @@ done
 
 say "each function built on its own, as Lambda packaging builds it (features do not unify)"
 for dir in functions/*/; do
-  cargo build -q -p "$(basename "$dir")"
+  cargo build -p "$(basename "$dir")"
 done
 
 say "cfn-lint infra/template.yaml"
 cfn-lint infra/template.yaml
 
 say "build"
-cargo build -q --workspace --all-targets
+cargo build --workspace --all-targets
 
 say "services"
 "$CARGO_TARGET_DIR/debug/quiver-local" up

@@ -49,6 +49,12 @@ pub struct Options {
     /// the DuckDB and Polars functions takes most of an hour on 2 cores) instead of dev-profile ones.
     #[arg(long)]
     pub release_cold_start: bool,
+    /// Cold starts from the binaries each function's own build left (`bash local/test.sh` builds
+    /// them; `quiver-local rehearse` too) instead of building them here; a function without one
+    /// gets a row that says so. What `bash local/run.sh` passes, so that its table does not wait
+    /// for eight more builds.
+    #[arg(long)]
+    pub reuse_binaries: bool,
     /// Measured seconds of the `soak` load test (64 connections on a mix of routes).
     #[arg(long, default_value_t = 60.0)]
     pub soak_seconds: f64,

@@ -93,9 +93,7 @@ pub async fn run(opts: Options) -> Result<()> {
         match &opts.zips {
             Some(zips) => unzip(&zips.join(name).join("bootstrap.zip"), &dir)?,
             None => {
-                let bin = crate::build::function_alone(name, false)?;
-                std::fs::copy(&bin, dir.join("bootstrap"))
-                    .with_context(|| format!("copying {}", bin.display()))?;
+                crate::build::task_root(&crate::build::function_alone(name, false)?, &dir)?;
             }
         }
         binaries.insert(name.clone(), dir);

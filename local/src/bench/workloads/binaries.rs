@@ -18,7 +18,25 @@ pub async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
         .collect();
     let mut rows = Vec::new();
     for f in FUNCTIONS {
-        let bin = crate::build::function_alone(f.name, release)?;
+        let bin = if ctx.opts.reuse_binaries {
+            match crate::build::built_alone(f.name, release) {
+                Some(bin) => bin,
+                None => {
+                    rows.push(
+                        Row::new(&COLD_START, "binary")
+                            .fill("function", f.name)
+                            .fill("profile", if release { "release" } else { "dev-profile" })
+                            .target(f.cold_start)
+                            .status(
+                                "not built on its own yet (bash local/test.sh builds it)".into(),
+                            ),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            crate::build::function_alone(f.name, release)?
+        };
         let event = std::fs::read_to_string(root.join(f.event))
             .with_context(|| format!("reading {}, the cold-start event of {}", f.event, f.name))?;
         let spawns = if ctx.opts.quick { 3 } else { ctx.opts.spawns.max(10) };
