@@ -4,6 +4,7 @@
 //! with each other and with everyone else's tests on the shared table.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use analytics::Analytics;
 use chrono::{DateTime, Utc};
@@ -46,7 +47,7 @@ impl Fixture {
         let from = to - days as i64 * DAY_US;
         let prefix = format!("test-analytics-{tag}-{}/snapshots/user_events", to / DAY_US);
         let mut settings = SnapshotSettings::from_env(&cfg).unwrap().with_prefix(&prefix);
-        settings.check_every = std::time::Duration::from_secs(3600);
+        settings.check_every = Duration::from_secs(3600);
         let state = Analytics::with_settings(&cfg, settings.clone()).await.unwrap();
         let app = TestApp::new(analytics::routes(state.clone()));
         let f = Fixture { from, to, settings, state, app };
@@ -58,7 +59,11 @@ impl Fixture {
     async fn add_events(&self, n: u64, seed: u64) {
         let days = ((self.to - self.from) / DAY_US) as u32;
         let shape = Shape { end_us: self.to, window_days: days, ..Shape::default() };
-        quiver::ingest::bulk(&pg(), &Generator::new(seed ^ self.to as u64, shape), 0, n, &|_| {})
+        // Setup, not what is tested: a bulk load of a million rows beside the whole suite can
+        // outlast the API's statement timeout.
+        let cfg = quiver::Config { pg_timeout: Duration::from_secs(600), ..service_config() };
+        let pg = Pg::new(&cfg).unwrap();
+        quiver::ingest::bulk(&pg, &Generator::new(seed ^ self.to as u64, shape), 0, n, &|_| {})
             .await
             .unwrap();
     }
