@@ -18,19 +18,16 @@ pub async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
         .collect();
     let mut rows = Vec::new();
     for f in FUNCTIONS {
+        let row = Row::new(&COLD_START, "binary")
+            .fill("function", f.name)
+            .fill("profile", if release { "release" } else { "dev-profile" })
+            .target(f.cold_start);
         let bin = if ctx.opts.reuse_binaries {
             match crate::build::built_alone(f.name, release) {
                 Some(bin) => bin,
                 None => {
-                    rows.push(
-                        Row::new(&COLD_START, "binary")
-                            .fill("function", f.name)
-                            .fill("profile", if release { "release" } else { "dev-profile" })
-                            .target(f.cold_start)
-                            .status(
-                                "not built on its own yet (bash local/test.sh builds it)".into(),
-                            ),
-                    );
+                    let why = "not built on its own yet (bash local/test.sh builds it)";
+                    rows.push(row.status(why.into()));
                     continue;
                 }
             }
@@ -52,11 +49,7 @@ pub async fn cold_starts(ctx: &Ctx) -> Result<Vec<Row>> {
         // A scheduled job's first invocation is the job itself (an export, an index build).
         let job = matches!(f.name, "snapshot" | "indexer");
         rows.push(
-            Row::new(&COLD_START, "binary")
-                .fill("function", f.name)
-                .fill("profile", if release { "release" } else { "dev-profile" })
-                .target(f.cold_start)
-                .figure(
+            row.figure(
                     if job {
                         format!("init {init:.1} ms (first invoke, the job itself: {first:.1} ms; median of {spawns})")
                     } else {
